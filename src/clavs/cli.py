@@ -1,0 +1,232 @@
+"""The `clavs` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EPILOG_RUN = """examples:
+  clavs run                                   the embedded default: SynthAVS, ATLAS, CIL 11-2, seed 0
+  clavs run --method finetune --protocol til
+  clavs run --preset smoke method.lra=false   any config value as key=value (unknown keys are errors)
+  clavs run --data-root /data/avsbench --preset paper model.visual_weights=/w/vit_b16.pth \\
+            model.audio_weights=/w/Cnn14_16k_mAP=0.438.pth
+  clavs run --resume runs/default/cil/atlas/seed0-1a2b3c4d
+"""
+
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="train a method through a protocol's tasks; write a run directory",
+                       description="Train a continual method through the tasks of a protocol, evaluate after "
+                                   "every task, and write config, accuracy matrices, summary, profile and "
+                                   "checkpoints to a run directory. Re-running the same config continues an "
+                                   "unfinished run and skips a finished one.",
+                       epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any config value, e.g. train.lr=3e-4")
+    p.add_argument("--method", help="method name (see `clavs methods`); default atlas")
+    p.add_argument("--protocol", choices=["til", "cil", "dil", "tfcl"], help="continual protocol; default cil")
+    p.add_argument("--split", help="task split B-I, e.g. 11-2 (S4) or 31-5 (TF-CL)")
+    p.add_argument("--preset", choices=["smoke", "default", "paper"], default="default",
+                   help="smoke: tiny data, 1 epoch (tests); default: SynthAVS + tiny encoders (CPU, minutes); "
+                        "paper: ViT-B/16 + Cnn14 at 224, 30 epochs (your weight files, a GPU)")
+    p.add_argument("--data-root", help="a real AVSBench tree (holding Single-source/ and Multi-sources/)")
+    p.add_argument("--runs-dir", help="where run directories go (default ./runs)")
+    p.add_argument("--seed", type=int, help="run seed (class order, init, batches); default 0")
+    p.add_argument("--epochs", type=int, help="epochs per task")
+    p.add_argument("--devices", help="number of devices (Fabric), e.g. 1, 4 or auto")
+    p.add_argument("--accelerator", help="cpu | gpu | auto (Fabric)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from clavs.config import ConfigError, resolve_config
+    from clavs.engine.loop import TrainingDiverged
+    from clavs.engine.runner import run_experiment
+    from clavs.results import RunDir
+
+    console = Console()
+    try:
+        if args.resume:
+            run = RunDir(Path(args.resume))
+            if not (run.path / "config.yaml").exists():
+                console.print(f"[red]error:[/red] {run.path}: no config.yaml here; not a clavs run directory")
+                return 2
+            config = run.config()
+            run_dir = run.path
+        else:
+            options = {
+                "protocol.name": args.protocol, "protocol.split": args.split, "data.root": args.data_root,
+                "runs_dir": args.runs_dir, "seed": args.seed, "train.epochs": args.epochs,
+                "engine.accelerator": args.accelerator,
+                "engine.devices": (int(args.devices) if args.devices and args.devices.isdigit() else args.devices),
+            }
+            if args.protocol == "tfcl" and not args.split and not any(o.startswith("protocol.split=") for o in args.overrides):
+                options["protocol.split"] = "31-5"
+            if args.no_progress:
+                options["progress"] = False
+            config = resolve_config(preset=args.preset, method=args.method, options=options, overrides=args.overrides)
+            run_dir = None
+    except (ConfigError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+    from clavs.results.store import run_dir_for
+
+    target = run_dir or run_dir_for(config, config["runs_dir"])
+    if RunDir(target).done:
+        console.print(f"already done: {target} (delete it to run again)")
+        _print_run(console, target)
+        return 0
+    try:
+        path = run_experiment(config, run_dir=target, console=console)
+    except TrainingDiverged as e:
+        console.print(f"[red]stopped:[/red] {e}")
+        return 3
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+    console.print(f"run directory: {path}")
+    _print_run(console, path)
+    return 0
+
+
+def _print_run(console, path: Path) -> None:
+    from clavs.reports.tables import matrix_table, summary_table
+    from clavs.results import load_run
+
+    run = load_run(path)
+    console.print(matrix_table(run["matrices"], "map"))
+    console.print(summary_table(run["summary"]))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    path = Path(args.run_dir)
+    try:
+        from clavs.reports.tables import matrix_table, summary_table
+        from clavs.results import load_run
+
+        run = load_run(path)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+    for metric in args.metric:
+        if metric not in run["matrices"]["metrics"]:
+            console.print(f"[red]error:[/red] no metric '{metric}' in {path}; have {', '.join(run['matrices']['metrics'])}")
+            return 2
+        console.print(matrix_table(run["matrices"], metric))
+    console.print(summary_table(run["summary"]))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from clavs.results import list_runs
+
+    runs = list_runs(args.runs_dir)
+    table = Table(title=f"runs under {args.runs_dir}")
+    for col in ("experiment", "protocol", "method", "seed", "status", "path"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(r.experiment, r.protocol, r.method, str(r.seed), "done" if r.done else "unfinished", str(r.path))
+    Console().print(table)
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from clavs.methods import available_methods, get_method_class
+
+    for name in available_methods():
+        cls = get_method_class(name)
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:12s} {doc}")
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from clavs.data.synth import generate
+
+    path = generate(Path(args.out), preset=args.preset, seed=args.seed, workers=args.workers, progress=True)
+    print(f"SynthAVS ({args.preset}, seed {args.seed}) written to {path}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from clavs.data.check import check_main
+
+    return check_main(Path(args.root))
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from clavs.pretrain import ensure_pretrained
+
+    for kind in ("visual", "audio"):
+        path = ensure_pretrained(kind, force=args.force, progress=True)
+        print(f"{kind}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clavs",
+        description="clavs: exemplar-free continual learning for audio-visual segmentation (CL-AVS) and ATLAS.",
+        epilog="Start with `clavs run` (the embedded default); `clavs COMMAND --help` for details.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run_parser(sub)
+    p = sub.add_parser("show", help="print a run's accuracy matrices and summary")
+    p.add_argument("run_dir")
+    p.add_argument("--metric", action="append", default=None, help="metric(s) to show (default map)")
+    p = sub.add_parser("runs", help="list the run directories under a folder")
+    p.add_argument("runs_dir", nargs="?", default="runs")
+    sub.add_parser("methods", help="list the available methods")
+    p = sub.add_parser("pretrain", help="pretrain the tiny encoders on synthetic classes disjoint from the 23 "
+                                        "(cached under $CLAVS_HOME or $XDG_CACHE_HOME/clavs)")
+    p.add_argument("--force", action="store_true", help="pretrain again even if cached")
+    data = sub.add_parser("data", help="build SynthAVS or check an AVSBench tree")
+    dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    p = dsub.add_parser("synth", help="write SynthAVS in the exact AVSBench layout")
+    p.add_argument("out", help="output folder (gets Single-source/ and Multi-sources/)")
+    p.add_argument("--preset", choices=["smoke", "default"], default="default")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p = dsub.add_parser("check", help="validate a whole AVSBench tree; report every problem")
+    p.add_argument("root", help="folder holding Single-source/ and Multi-sources/")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "show":
+        args.metric = args.metric or ["map"]
+        return cmd_show(args)
+    if args.command == "runs":
+        return cmd_runs(args)
+    if args.command == "methods":
+        return cmd_methods(args)
+    if args.command == "pretrain":
+        return cmd_pretrain(args)
+    if args.command == "data":
+        if args.data_command == "synth":
+            return cmd_data_synth(args)
+        if args.data_command == "check":
+            return cmd_data_check(args)
+        parser.parse_args(["data", "--help"])
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

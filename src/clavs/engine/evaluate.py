@@ -1,0 +1,48 @@
+"""Evaluation of one task's test (or validation) clips: every metric of the metrics module, plus
+clip-level class accuracy where the protocol has classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from clavs.engine.clips import prepare_batch
+from clavs.metrics import SegmentationAccumulator
+
+
+@torch.no_grad()
+def evaluate_loader(method: Any, loader: DataLoader, *, task_id: int | None, has_classes: bool,
+                    fabric: Any = None) -> dict[str, float]:
+    """Scores x100 of `method.predict` on the valid frames of every clip the loader yields."""
+    method.model.eval()
+    acc = SegmentationAccumulator()
+    correct = total = 0
+    frames_seen = 0
+    for batch in loader:
+        if fabric is not None:
+            batch = fabric.to_device(batch)
+        batch = prepare_batch(batch)
+        out = method.predict(batch, task_id=task_id)
+        keep = batch["mask_valid"].reshape(-1)
+        logits = out["mask_logits"][keep][:, 0]
+        masks = batch["masks"].reshape(-1, *batch["masks"].shape[2:])[keep][:, 0]
+        acc.update(logits.float().cpu(), masks.cpu())
+        frames_seen += int(keep.sum())
+        cl = out.get("class_logits")
+        if has_classes and cl is not None and cl.shape[-1] > 0:
+            B = batch["class_index"].shape[0]
+            clip_logits = cl.reshape(B, -1, cl.shape[-1]).mean(1)
+            pred = clip_logits.argmax(-1)
+            target = batch["class_index"]
+            valid = target >= 0
+            correct += int((pred[valid] == target[valid]).sum())
+            total += int(valid.sum())
+        elif has_classes:
+            total += int((batch["class_index"] >= 0).sum())
+    scores = dict(acc.compute()) if frames_seen else {}
+    if has_classes:
+        scores["acc"] = 100.0 * correct / total if total else float("nan")
+    scores["_frames"] = frames_seen
+    return scores

@@ -1,0 +1,189 @@
+"""The one training loop. Every method trains through it, customising only the hooks of
+methods/base.py. A run: decode data once -> evaluate all tasks (b) -> for each task: train with
+model selection on validation data, end_task, evaluate seen tasks + the next one, checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from clavs.engine.clips import ClipStore, ClipSubset, prepare_batch
+from clavs.engine.context import EngineContext
+from clavs.engine.evaluate import evaluate_loader
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; finished tasks' results and checkpoints are kept."""
+
+
+@dataclass
+class SplitStores:
+    train: ClipStore
+    val: ClipStore
+    test: ClipStore
+    class_index: dict[str, torch.Tensor]  # split -> model class index per clip (-1: none)
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint must hold, besides model and method state, to continue exactly."""
+
+    next_task: int = 0
+    R: dict[str, list[list[float]]] = field(default_factory=dict)   # metric -> T x T (NaN = not evaluated)
+    b: dict[str, list[float]] = field(default_factory=dict)         # metric -> T
+    profile: dict[str, Any] = field(default_factory=lambda: {"tasks": []})
+
+
+def task_seed(seed: int, task: int, epoch: int = 0) -> int:
+    """Every task (and epoch) draws from its own seed, so a resumed run repeats an uninterrupted one."""
+    return (seed * 1_000_003 + task * 1009 + epoch) % (2**31 - 1)
+
+
+def seed_all(s: int) -> None:
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class Trainer:
+    def __init__(self, method: Any, scenario: Any, stores: SplitStores, ctx: EngineContext, *,
+                 progress: Any = None, on_task_end: Callable[[int, LoopState], None] | None = None):
+        self.method = method
+        self.scenario = scenario
+        self.stores = stores
+        self.ctx = ctx
+        self.cfg = ctx.config
+        self.fabric = ctx.fabric
+        self.progress = progress
+        self.on_task_end = on_task_end
+        self.T = len(scenario.tasks)
+
+    # -- data ------------------------------------------------------------------------------
+    def loader(self, split: str, task_index: int, *, train: bool, epoch: int = 0) -> DataLoader:
+        task = self.scenario.tasks[task_index]
+        store = getattr(self.stores, split)
+        subset = ClipSubset(store, getattr(task, split), self.stores.class_index[split], task_index)
+        tc = self.cfg["train"]
+        gen = torch.Generator().manual_seed(task_seed(self.cfg["seed"], task_index, epoch))
+        dl = DataLoader(subset, batch_size=tc["batch_size"] if train else tc["eval_batch_size"],
+                        shuffle=train, generator=gen if train else None, num_workers=tc["num_workers"],
+                        drop_last=False)
+        return self.fabric.setup_dataloaders(dl, move_to_device=True) if self.fabric.world_size > 1 else dl
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate_row(self, upto: int, split: str = "test") -> dict[str, list[float]]:
+        """Scores on tasks 0..upto (inclusive), NaN beyond; metric -> list of T values."""
+        row: dict[str, list[float]] = {}
+        frames = 0
+        for j in range(min(upto, self.T - 1) + 1):
+            tid = j if self.scenario.tasks[j].task_id_visible else None
+            scores = evaluate_loader(self.method, self.loader(split, j, train=False), task_id=tid,
+                                     has_classes=self.scenario.has_class_head, fabric=self.fabric)
+            frames += scores.pop("_frames")
+            for name, value in scores.items():
+                row.setdefault(name, [math.nan] * self.T)[j] = float(value)
+        self._eval_frames = frames
+        return row
+
+    # -- training --------------------------------------------------------------------------
+    def train_task(self, t: int, state: LoopState) -> dict[str, Any]:
+        task = self.scenario.tasks[t]
+        tc = self.cfg["train"]
+        seed_all(task_seed(self.cfg["seed"], t))
+        self.method.begin_task(task)
+        params = self.method.trainable_parameters()
+        model = self.method.model
+        stats = {"task": t, "train_frames": 0, "train_seconds": 0.0, "steps": 0, "best_epoch": None,
+                 "trainable_parameters": sum(p.numel() for p in params),
+                 "total_parameters": sum(p.numel() for p in model.parameters())}
+        if not params or tc["epochs"] == 0 or len(task.train) == 0:
+            # A method that trains nothing in this task (e.g. a prototype method after task 0).
+            return stats
+        optimizer = torch.optim.AdamW(params, lr=tc["lr"], weight_decay=tc["weight_decay"])
+        wrapped, optimizer = self.fabric.setup(model, optimizer, _reapply_compile=False) \
+            if self.fabric.world_size > 1 else (model, optimizer)
+        best_score, best_state = -math.inf, None
+        bar = self.progress.add_task(f"task {t + 1}/{self.T} train", total=tc["epochs"] * math.ceil(len(task.train) / tc["batch_size"])) if self.progress else None
+        for epoch in range(tc["epochs"]):
+            model.train()
+            start = time.perf_counter()
+            for step, batch in enumerate(self.loader("train", t, train=True, epoch=epoch)):
+                batch = prepare_batch(self.fabric.to_device(batch))
+                out = wrapped(batch["frames"], batch["audio"])
+                terms = self.method.loss(batch, out)
+                total = sum(terms.values())
+                if not torch.isfinite(total):
+                    detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                    raise TrainingDiverged(
+                        f"loss is not finite at task {t} (of {self.T}), epoch {epoch}, step {step}: {detail}. "
+                        f"Tasks 0..{t - 1} are finished and checkpointed; lower train.lr or check the data.")
+                optimizer.zero_grad(set_to_none=True)
+                self.fabric.backward(total)
+                self.method.after_backward()
+                if tc["grad_clip"]:
+                    torch.nn.utils.clip_grad_norm_(params, tc["grad_clip"])
+                optimizer.step()
+                self.method.after_step()
+                stats["steps"] += 1
+                stats["train_frames"] += int(batch["mask_valid"].numel())
+                if bar is not None:
+                    self.progress.update(bar, advance=1, description=f"task {t + 1}/{self.T} epoch {epoch + 1} loss {float(total):.3f}")
+            stats["train_seconds"] += time.perf_counter() - start
+            if tc["select_metric"] != "last" and len(task.val) > 0:
+                score = evaluate_loader(self.method, self.loader("val", t, train=False),
+                                        task_id=t if task.task_id_visible else None,
+                                        has_classes=self.scenario.has_class_head, fabric=self.fabric)
+                value = score.get(tc["select_metric"], -math.inf)
+                if value > best_score:  # model selection on validation data only
+                    best_score, best_state, stats["best_epoch"] = value, copy.deepcopy(model.state_dict()), epoch
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        if bar is not None:
+            self.progress.remove_task(bar)
+        self.method.end_task(task, self.loader("train", t, train=False))
+        return stats
+
+    def run(self, state: LoopState) -> LoopState:
+        """Continue from `state` (fresh: next_task == 0 and empty R) to the end of the scenario."""
+        device = self.fabric.device
+        if state.next_task == 0 and not state.b:
+            start = time.perf_counter()
+            row = self.evaluate_row(self.T - 1)
+            state.b = row
+            state.profile["initial_eval_seconds"] = time.perf_counter() - start
+        for t in range(state.next_task, self.T):
+            start = time.perf_counter()
+            stats = self.train_task(t, state)
+            eval_start = time.perf_counter()
+            row = self.evaluate_row(t + 1)
+            eval_seconds = time.perf_counter() - eval_start
+            for name, values in row.items():
+                state.R.setdefault(name, [[math.nan] * self.T for _ in range(self.T)])[t] = values
+            stats.update({
+                "eval_seconds": eval_seconds,
+                "eval_frames": self._eval_frames,
+                "eval_frames_per_s": self._eval_frames / eval_seconds if eval_seconds else None,
+                "train_frames_per_s": stats["train_frames"] / stats["train_seconds"] if stats["train_seconds"] else None,
+                "wall_seconds": time.perf_counter() - start,
+                "peak_memory_mb": peak_memory_mb(device),
+            })
+            state.profile["tasks"].append(stats)
+            state.next_task = t + 1
+            if self.on_task_end:
+                self.on_task_end(t, state)
+        return state

@@ -1,0 +1,236 @@
+"""`clavs run`: resolve data, scenario, encoders and method, drive the Trainer, write the run dir."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clavs.engine.clips import ClipStore, cache_home, dataset_key, decode_split, embed_audio
+from clavs.engine.context import EngineContext
+from clavs.engine.loop import LoopState, SplitStores, Trainer, TrainingDiverged, seed_all
+from clavs.results.store import RunDir, run_dir_for
+from clavs.utils.io import atomic_write
+
+CHECKPOINT_FORMAT = 1
+
+
+def dataset_root(config: dict[str, Any], *, progress: bool) -> Path:
+    """The AVSBench tree to read: the user's, or SynthAVS built into the cache if absent."""
+    root = config["data"]["root"]
+    if root:
+        path = Path(root).expanduser()
+        if not (path / "Single-source").is_dir() and not (path / "Multi-sources").is_dir():
+            raise FileNotFoundError(f"data.root={root}: no Single-source/ or Multi-sources/ folder there "
+                                    f"(expected the AVSBench layout; see `clavs data check`)")
+        return path
+    from clavs.data.synth import generate
+
+    preset, seed = config["data"]["synth_preset"], config["data"]["synth_seed"]
+    path = cache_home() / "data" / f"synthavs-{preset}-seed{seed}"
+    if not (path / "synthavs.json").exists():
+        generate(path, preset=preset, seed=seed, progress=progress)
+    return path
+
+
+def build_scenario_for(config: dict[str, Any], root: Path) -> tuple[Any, dict[str, Any]]:
+    """The Scenario of the config's protocol, and the readers of the three splits."""
+    from clavs.data.avsbench import AVSBenchMS3, AVSBenchS4
+    from clavs.protocols import build_scenario
+
+    pc = config["protocol"]
+    reader = AVSBenchMS3 if pc["name"] == "tfcl" else AVSBenchS4
+    size = config["data"]["image_size"]
+    datasets = {s: reader(root, split=s, image_size=size, audio="wav", normalize=False) for s in ("train", "val", "test")}
+    kwargs = dict(split=pc["split"], seed=config["seed"], class_order=pc["class_order"], variant=pc["variant"],
+                  num_tasks=pc["num_tasks"], blur=pc["blur"])
+    scenario = build_scenario(pc["name"], datasets["train"].records, datasets["val"].records,
+                              datasets["test"].records, **kwargs)
+    return scenario, datasets
+
+
+def build_audio_encoder(config: dict[str, Any]) -> tuple[torch.nn.Module, str]:
+    """The frozen audio encoder and a string that identifies its weights (for the embedding cache)."""
+    mc = config["model"]
+    kind, weights = mc["audio"], mc["audio_weights"]
+    if kind == "tiny":
+        from clavs.models.encoders.audio_tiny import TinyAudioCNN
+        from clavs.pretrain import ensure_pretrained
+
+        if weights == "pretrained":
+            path = ensure_pretrained("audio", progress=config["progress"])
+            enc = TinyAudioCNN.from_checkpoint(path)
+        elif weights in (None, "none"):
+            seed_all(config["seed"])
+            enc = TinyAudioCNN()
+            path = None
+        else:
+            path = Path(weights)
+            enc = TinyAudioCNN.from_checkpoint(path)
+    elif kind == "cnn14":
+        from clavs.models.encoders.cnn14 import Cnn14
+
+        if weights in (None, "none", "pretrained"):
+            raise ValueError("model.audio=cnn14 needs model.audio_weights=/path/to/Cnn14 checkpoint "
+                             "(the PANNs .pth file; see docs/reproducibility.md)")
+        path = Path(weights)
+        enc = Cnn14.from_checkpoint(path, sample_rate=mc["audio_sample_rate"])
+    else:
+        raise ValueError(f"model.audio='{kind}' is not one of tiny, cnn14")
+    ident = f"{kind}|{mc['audio_sample_rate']}|{_file_digest(path) if path else 'random-seed' + str(config['seed'])}"
+    enc.eval()
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    return enc, ident
+
+
+def _file_digest(path: Path) -> str:
+    st = Path(path).stat()
+    return hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def prepare_stores(config: dict[str, Any], scenario: Any, datasets: dict[str, Any], progress: Any) -> tuple[SplitStores, int]:
+    size = config["data"]["image_size"]
+    encoder, enc_id = build_audio_encoder(config)
+    stores: dict[str, ClipStore] = {}
+    for split, ds in datasets.items():
+        bar = progress.add_task(f"decode {split}", total=len(ds)) if progress else None
+        cb = (lambda d, n, bar=bar: progress.update(bar, completed=d)) if progress else None
+        store = decode_split(ds, split, size, use_cache=config["data"]["cache_frames"], progress=cb,
+                             workers=min(2, os.cpu_count() or 1))
+        key = dataset_key(ds, split, size)
+        if progress:
+            progress.update(bar, description=f"embed audio {split}", completed=0, total=len(ds) * store.waveforms.shape[1])
+        cb2 = (lambda d, n, bar=bar: progress.update(bar, completed=d)) if progress else None
+        embed_audio(store, encoder, enc_id, key, use_cache=config["data"]["cache_frames"], progress=cb2)
+        store.waveforms = None  # embedded once; the raw audio is not needed again
+        stores[split] = store
+        if progress:
+            progress.remove_task(bar)
+    class_index = {s: torch.tensor(scenario.class_indices_of(datasets[s].records), dtype=torch.long) for s in stores}
+    return SplitStores(train=stores["train"], val=stores["val"], test=stores["test"], class_index=class_index), int(stores["train"].audio.shape[-1])
+
+
+def save_checkpoint(run: RunDir, t: int, method: Any, state: LoopState) -> Path:
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "task": t,
+        "model": method.model.state_dict(),
+        "method": method.state_dict(),
+        "loop": {"next_task": state.next_task, "R": state.R, "b": state.b, "profile": state.profile},
+    }
+    path = run.checkpoint_path(t)
+    atomic_write(path, lambda f: torch.save(payload, f), "wb")
+    # Only the newest checkpoint is needed to continue; the previous ones are kept as the per-task
+    # models a user may want to inspect (small at tiny scale). Paper-scale users can prune them.
+    return path
+
+
+def load_checkpoint(path: Path, method: Any) -> LoopState:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"{path}: cannot read checkpoint ({e}); delete it to restart from the previous task") from e
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise RuntimeError(f"{path}: checkpoint format {payload.get('format')} is not {CHECKPOINT_FORMAT}")
+    method.begin_task(method.scenario.tasks[payload["task"]])  # grow heads to the checkpoint's size
+    method.model.load_state_dict(payload["model"])
+    method.load_state_dict(payload["method"])
+    loop = payload["loop"]
+    return LoopState(next_task=loop["next_task"], R=loop["R"], b=loop["b"], profile=loop["profile"])
+
+
+def write_results(run: RunDir, scenario: Any, state: LoopState, method: Any, config: dict[str, Any]) -> None:
+    from clavs.metrics import continual_summary
+
+    T = len(scenario.tasks)
+    matrices = {name: {"R": R, "b": state.b.get(name)} for name, R in state.R.items()}
+    run.write_matrices(T, matrices)
+    summary = {}
+    for name, m in matrices.items():
+        rows_done = state.next_task
+        if rows_done == T:
+            summary[name] = continual_summary(m["R"], m["b"])
+    if summary:
+        run.write_summary(summary)
+    total = sum(p.numel() for p in method.model.parameters())
+    trainable = max((t.get("trainable_parameters", 0) for t in state.profile["tasks"]), default=0)
+    profile = dict(state.profile)
+    profile.update({"total_parameters": total, "trainable_parameters_max": trainable,
+                    "tasks_done": state.next_task, "tasks_total": T})
+    run.write_profile(profile)
+
+
+def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, console: Any = None) -> Path:
+    """Train config's method through config's protocol; returns the run directory (DONE when complete)."""
+    from lightning_fabric import Fabric
+
+    from clavs.methods import get_method_class
+
+    ec = config["engine"]
+    if ec.get("threads"):
+        torch.set_num_threads(int(ec["threads"]))
+    fabric = Fabric(accelerator=ec["accelerator"], devices=ec["devices"], num_nodes=ec["num_nodes"],
+                    precision=ec["precision"])
+    fabric.launch()
+    show = config["progress"] and fabric.is_global_zero
+    progress_cm = _progress(console) if show else nullcontext(None)
+    run = RunDir(run_dir or run_dir_for(config, config["runs_dir"]))
+    with progress_cm as progress:
+        root = dataset_root(config, progress=show)
+        scenario, datasets = build_scenario_for(config, root)
+        method_cls = get_method_class(config["method"]["name"])
+        if config["protocol"]["name"] not in method_cls.protocols:
+            raise ValueError(f"method '{method_cls.name}' does not support protocol '{config['protocol']['name']}' "
+                             f"(supports {', '.join(method_cls.protocols)})")
+        seed_all(config["seed"])
+        stores, audio_dim = prepare_stores(config, scenario, datasets, progress)
+        seed_all(config["seed"])
+        model = method_cls.build_model(config, scenario, audio_dim).to(fabric.device)
+        ctx = EngineContext(fabric=fabric, config=config, log=run.log if fabric.is_global_zero else (lambda m: None))
+        method = method_cls(model, method_cls.make_hparams(config["method"]), scenario, ctx)
+
+        if fabric.is_global_zero:
+            run.create()
+            run.write_config(config)
+        state = LoopState()
+        latest = run.latest_checkpoint()
+        if latest is not None:
+            state = load_checkpoint(latest[1], method)
+            ctx.log(f"resumed from {latest[1].name}: continuing at task {state.next_task}")
+        else:
+            ctx.log(f"start: {config['method']['name']} on {config['protocol']['name']} {config['protocol']['split']}, "
+                    f"seed {config['seed']}, data {root}")
+            ctx.log(scenario.describe())
+
+        def on_task_end(t: int, st: LoopState) -> None:
+            if fabric.is_global_zero:
+                save_checkpoint(run, t, method, st)
+                write_results(run, scenario, st, method, config)
+                last = st.profile["tasks"][-1]
+                ctx.log(f"task {t} done in {last['wall_seconds']:.1f}s; "
+                        + ", ".join(f"{k}={st.R[k][t][t]:.2f}" for k in ("map", "maxf", "miou") if k in st.R))
+
+        trainer = Trainer(method, scenario, stores, ctx, progress=progress, on_task_end=on_task_end)
+        try:
+            state = trainer.run(state)
+        except TrainingDiverged as e:
+            ctx.log(f"STOPPED: {e}")
+            raise
+        if fabric.is_global_zero:
+            write_results(run, scenario, state, method, config)
+            run.mark_done()
+            ctx.log("DONE")
+    return run.path
+
+
+def _progress(console: Any):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)

@@ -1,0 +1,209 @@
+"""The run directory: one folder per run, every file written atomically, `DONE` written last.
+
+Layout (DESIGN.md):
+    runs/<experiment>/<protocol>/<method>/seed<k>-<hash>/
+        config.yaml     fully resolved config
+        matrices.json   {"tasks": T, "metrics": {name: {"R": [[...]], "b": [...]}}}  (null = not evaluated)
+        summary.json    {name: {la, aa, a_inc, forgetting, bwt, fwt}}
+        profile.json    wall time per task, frames/s, peak memory, parameter counts
+        checkpoints/    task_<t>.pt after each task
+        log.txt         human-readable log
+        DONE            written last
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from clavs.utils.io import atomic_write_json, atomic_write_text
+
+CONFIG_FILE = "config.yaml"
+MATRICES_FILE = "matrices.json"
+SUMMARY_FILE = "summary.json"
+PROFILE_FILE = "profile.json"
+LOG_FILE = "log.txt"
+DONE_FILE = "DONE"
+CHECKPOINT_DIR = "checkpoints"
+
+# Keys that change where or how fast a run executes but not what it computes: left out of the hash
+# so a run resumed on another machine or with more devices lands in the same directory.
+_HASH_EXCLUDED = ("runs_dir", "engine", "data.root_cache", "progress")
+
+
+def config_hash(config: dict[str, Any], length: int = 8) -> str:
+    """Stable short hash of the resolved config (sorted-key JSON), ignoring execution-only keys."""
+    pruned = json.loads(json.dumps(config, sort_keys=True, default=str))
+    for dotted in _HASH_EXCLUDED:
+        node = pruned
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    blob = json.dumps(pruned, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:length]
+
+
+def run_dir_for(config: dict[str, Any], runs_dir: str | os.PathLike) -> Path:
+    return (
+        Path(runs_dir)
+        / str(config.get("experiment", "default"))
+        / str(config["protocol"]["name"])
+        / str(config["method"]["name"])
+        / f"seed{config['seed']}-{config_hash(config)}"
+    )
+
+
+def _nan_to_none(matrix: Any) -> Any:
+    if isinstance(matrix, (list, tuple)):
+        return [_nan_to_none(x) for x in matrix]
+    if matrix is None:
+        return None
+    value = float(matrix)
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+@dataclass
+class RunDir:
+    """Read and write the files of one run directory."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    # -- writing ---------------------------------------------------------------------------
+    def create(self) -> "RunDir":
+        (self.path / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+
+    def write_matrices(self, tasks: int, matrices: dict[str, dict[str, Any]]) -> None:
+        """`matrices` maps metric -> {"R": T x T (NaN/None where not evaluated), "b": [T] or None}."""
+        payload = {
+            "tasks": tasks,
+            "metrics": {
+                name: {"R": _nan_to_none(m["R"]), "b": _nan_to_none(m.get("b"))}
+                for name, m in matrices.items()
+            },
+        }
+        atomic_write_json(self.path / MATRICES_FILE, payload)
+
+    def write_summary(self, summary: dict[str, dict[str, float]]) -> None:
+        atomic_write_json(self.path / SUMMARY_FILE, summary)
+
+    def write_profile(self, profile: dict[str, Any]) -> None:
+        atomic_write_json(self.path / PROFILE_FILE, profile)
+
+    def log(self, message: str) -> None:
+        """Append one timestamped line to log.txt (appends are line-atomic for our sizes)."""
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path / LOG_FILE, "a") as f:
+            f.write(f"[{stamp}] {message}\n")
+
+    def mark_done(self) -> None:
+        atomic_write_text(self.path / DONE_FILE, datetime.now(timezone.utc).isoformat() + "\n")
+
+    # -- reading ---------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return (self.path / DONE_FILE).exists()
+
+    def checkpoint_path(self, task: int) -> Path:
+        return self.path / CHECKPOINT_DIR / f"task_{task}.pt"
+
+    def latest_checkpoint(self) -> tuple[int, Path] | None:
+        """The highest-numbered task checkpoint, or None."""
+        best: tuple[int, Path] | None = None
+        ckdir = self.path / CHECKPOINT_DIR
+        if not ckdir.is_dir():
+            return None
+        for p in ckdir.glob("task_*.pt"):
+            try:
+                t = int(p.stem.split("_", 1)[1])
+            except ValueError:
+                continue
+            if best is None or t > best[0]:
+                best = (t, p)
+        return best
+
+    def config(self) -> dict[str, Any]:
+        return yaml.safe_load((self.path / CONFIG_FILE).read_text())
+
+    def _json(self, name: str) -> Any:
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: missing (is this a clavs run directory?)") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+    def matrices(self) -> dict[str, Any]:
+        return self._json(MATRICES_FILE)
+
+    def summary(self) -> dict[str, Any]:
+        return self._json(SUMMARY_FILE)
+
+    def profile(self) -> dict[str, Any]:
+        return self._json(PROFILE_FILE)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    path: Path
+    experiment: str
+    protocol: str
+    method: str
+    seed: int
+    done: bool
+
+
+def list_runs(runs_dir: str | os.PathLike, *, done_only: bool = False) -> list[RunInfo]:
+    """Every run directory (a folder holding config.yaml) under `runs_dir`, sorted by path."""
+    out = []
+    for cfg in sorted(Path(runs_dir).rglob(CONFIG_FILE)):
+        run = RunDir(cfg.parent)
+        try:
+            c = run.config()
+        except (yaml.YAMLError, OSError):
+            continue
+        info = RunInfo(
+            path=run.path,
+            experiment=str(c.get("experiment", "default")),
+            protocol=str(c.get("protocol", {}).get("name", "?")),
+            method=str(c.get("method", {}).get("name", "?")),
+            seed=int(c.get("seed", -1)),
+            done=run.done,
+        )
+        if info.done or not done_only:
+            out.append(info)
+    return out
+
+
+def load_run(path: str | os.PathLike) -> dict[str, Any]:
+    """Config, matrices, summary and profile of one finished run, as plain dicts."""
+    run = RunDir(Path(path))
+    return {
+        "path": run.path,
+        "config": run.config(),
+        "matrices": run.matrices(),
+        "summary": run.summary(),
+        "profile": run.profile() if (run.path / PROFILE_FILE).exists() else {},
+        "done": run.done,
+    }
+
+
+def iter_matrix(matrices: dict[str, Any], metric: str) -> Iterator[list[float | None]]:
+    yield from matrices["metrics"][metric]["R"]
