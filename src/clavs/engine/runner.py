@@ -49,6 +49,14 @@ def build_scenario_for(config: dict[str, Any], root: Path) -> tuple[Any, dict[st
     datasets = {s: reader(root, split=s, image_size=size, audio="wav", normalize=False) for s in ("train", "val", "test")}
     kwargs = dict(split=pc["split"], seed=config["seed"], class_order=pc["class_order"], variant=pc["variant"],
                   num_tasks=pc["num_tasks"], blur=pc["blur"])
+    if pc["name"] == "tfcl" and not all(r.sources for ds in datasets.values() for r in ds.records):
+        # Real MS3 does not say which objects sound: order the stream by cheap audio-visual statistics.
+        from clavs.protocols import compute_video_features
+
+        features: dict[str, Any] = {}
+        for ds in datasets.values():
+            features.update(compute_video_features(ds))
+        kwargs["video_features"] = features
     scenario = build_scenario(pc["name"], datasets["train"].records, datasets["val"].records,
                               datasets["test"].records, **kwargs)
     return scenario, datasets
