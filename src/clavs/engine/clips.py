@@ -14,8 +14,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from clavs.utils.io import atomic_write
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
 _CACHE_VERSION = "1"
 
 
@@ -161,9 +159,7 @@ class ClipSubset(Dataset):
 
 
 def prepare_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """uint8 -> normalised float frames and float masks, on the batch's device."""
-    frames = batch["frames"].float().div_(255)
-    mean, std = IMAGENET_MEAN.to(frames.device), IMAGENET_STD.to(frames.device)
-    batch["frames"] = (frames - mean) / std
+    """uint8 -> float frames in [0, 1] (the visual encoder applies its own mean/std) and float masks."""
+    batch["frames"] = batch["frames"].float().div_(255)
     batch["masks"] = batch["masks"].float()
     return batch

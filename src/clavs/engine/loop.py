@@ -128,7 +128,7 @@ class Trainer:
                 terms = self.method.loss(batch, out)
                 total = sum(terms.values())
                 if not torch.isfinite(total):
-                    detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                    detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
                     raise TrainingDiverged(
                         f"loss is not finite at task {t} (of {self.T}), epoch {epoch}, step {step}: {detail}. "
                         f"Tasks 0..{t - 1} are finished and checkpointed; lower train.lr or check the data.")

@@ -136,8 +136,8 @@ class Method:
     # -- hooks -----------------------------------------------------------------------------
     def begin_task(self, task: "Task") -> None:
         self.task = task
-        if self.scenario.has_class_head:
-            self.model.set_num_classes(task.num_seen_classes)
+        if self.scenario.has_class_head and self.model.num_classes < task.num_seen_classes:
+            self.model.add_classes(task.num_seen_classes - self.model.num_classes)
 
     def loss(self, batch: dict[str, Any], out: dict[str, Any]) -> dict[str, torch.Tensor]:
         return task_loss(batch, out, self.scenario, self.task)
