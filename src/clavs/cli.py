@@ -155,7 +155,12 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from clavs.data.synth import generate
 
-    path = generate(Path(args.out), preset=args.preset, seed=args.seed, workers=args.workers, progress=True)
+    try:
+        path = generate(Path(args.out), preset=args.preset, seed=args.seed, workers=args.workers, progress=True,
+                        overwrite=args.overwrite)
+    except (FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"SynthAVS ({args.preset}, seed {args.seed}) written to {path}")
     return 0
 
@@ -198,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["smoke", "default"], default="default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild even if OUT holds a SynthAVS build of other settings")
     p = dsub.add_parser("check", help="validate a whole AVSBench tree; report every problem")
     p.add_argument("root", help="folder holding Single-source/ and Multi-sources/")
     return parser
