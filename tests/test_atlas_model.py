@@ -231,3 +231,16 @@ def test_a_few_steps_fit_a_single_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_frame_ids_decode_the_same_frames_as_a_full_pass():
+    torch.manual_seed(0)
+    net = AtlasNet(AtlasNetConfig(img_size=32, dim=32, num_heads=2, decoder_dim=16, audio_dim=16, num_classes=3))
+    net.eval()
+    frames, audio = torch.rand(2, 5, 3, 32, 32), torch.randn(2, 5, 16)
+    full = net(frames, audio)
+    part = net(frames, audio, frame_ids=[0, 3])
+    want = full["mask_logits"].reshape(2, 5, 1, 32, 32)[:, [0, 3]].reshape(4, 1, 32, 32)
+    torch.testing.assert_close(part["mask_logits"], want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(part["class_logits"], full["class_logits"].reshape(2, 5, 3)[:, [0, 3]].reshape(4, 3),
+                               rtol=1e-5, atol=1e-5)

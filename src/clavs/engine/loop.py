@@ -60,6 +60,24 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def labelled_frame_ids(batch: dict[str, Any]) -> list[int] | None:
+    """The frame positions that carry ground truth, when they are the same for every clip of the
+    batch and not all of them; None otherwise (then every frame is decoded)."""
+    valid = batch["mask_valid"]
+    if bool(valid.all()) or not bool((valid == valid[:1]).all()):
+        return None
+    ids = valid[0].nonzero().flatten().tolist()
+    return ids or None
+
+
+def select_frames(batch: dict[str, Any], ids: list[int]) -> dict[str, Any]:
+    """The batch restricted to frame positions `ids` (frames, masks, mask_valid; audio stays whole)."""
+    out = dict(batch)
+    for key in ("frames", "masks", "mask_valid"):
+        out[key] = batch[key][:, ids]
+    return out
+
+
 class Trainer:
     def __init__(self, method: Any, scenario: Any, stores: SplitStores, ctx: EngineContext, *,
                  progress: Any = None, on_task_end: Callable[[int, LoopState], None] | None = None):
@@ -124,7 +142,12 @@ class Trainer:
             start = time.perf_counter()
             for step, batch in enumerate(self.loader("train", t, train=True, epoch=epoch)):
                 batch = prepare_batch(self.fabric.to_device(batch))
-                out = wrapped(batch["frames"], batch["audio"])
+                ids = labelled_frame_ids(batch) if getattr(model, "supports_frame_ids", False) else None
+                if ids is not None:  # decode only the frames with ground truth (S4 train: frame 1)
+                    out = wrapped(batch["frames"], batch["audio"], frame_ids=ids)
+                    batch = select_frames(batch, ids)
+                else:
+                    out = wrapped(batch["frames"], batch["audio"])
                 terms = self.method.loss(batch, out)
                 total = sum(terms.values())
                 if not torch.isfinite(total):

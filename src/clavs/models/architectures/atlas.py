@@ -142,16 +142,25 @@ class AtlasNet(nn.Module):
             self.class_head = nn.Linear(d, cfg.num_classes)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, frames: torch.Tensor, audio_emb: torch.Tensor) -> dict[str, Any]:
+    # The engine may ask for a subset of each clip's frames (S4 training labels frame 1 only).
+    supports_frame_ids = True
+
+    def forward(self, frames: torch.Tensor, audio_emb: torch.Tensor,
+                frame_ids: list[int] | None = None) -> dict[str, Any]:
+        """frame_ids: decode only these frame positions of every clip (outputs are [B*len(ids), ...]);
+        the audio context of the whole clip is still used."""
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ValueError(f"frames must be [B, T, 3, H, W], got {tuple(frames.shape)}")
-        b, t, _, height, width = frames.shape
-        if audio_emb.shape != (b, t, self.config.audio_dim):
-            raise ValueError(f"audio_emb must be [B={b}, T={t}, D_a={self.config.audio_dim}] "
+        b, t_all, _, height, width = frames.shape
+        if audio_emb.shape != (b, t_all, self.config.audio_dim):
+            raise ValueError(f"audio_emb must be [B={b}, T={t_all}, D_a={self.config.audio_dim}] "
                              f"(cached audio embeddings), got {tuple(audio_emb.shape)}")
-        feats = self.visual(frames.flatten(0, 1))
         audio = self.audio_proj(audio_emb)                        # [B, T, d]
-        audio_per_frame = audio.flatten(0, 1)                     # [B*T, d], frame-major like the frames
+        if frame_ids is not None:
+            frames = frames[:, frame_ids]
+        t = frames.shape[1]
+        feats = self.visual(frames.flatten(0, 1))
+        audio_per_frame = (audio if frame_ids is None else audio[:, frame_ids]).flatten(0, 1)  # [B*t, d]
         v = feats.tokens
         v_cond = self.conditioning(v, audio_per_frame) if self.conditioning is not None else v
         if self.config.audio_context == "clip":
