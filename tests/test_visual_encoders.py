@@ -175,9 +175,18 @@ def test_input_normalisation_uses_model_mean_std():
     raw = create_visual_encoder("tiny", normalize_input=False).eval()
     raw.load_state_dict(enc.state_dict())
     x = torch.rand(2, 3, 64, 64)
-    mean = torch.tensor(enc.model.pretrained_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(enc.model.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    # the tiny preset declares its own (ImageNet) statistics: it is pretrained by `clavs pretrain`
+    mean = torch.tensor(VISUAL_PRESETS["tiny"].mean).view(1, 3, 1, 1)
+    std = torch.tensor(VISUAL_PRESETS["tiny"].std).view(1, 3, 1, 1)
     torch.testing.assert_close(enc(x).tokens, raw((x - mean) / std).tokens)
+    # a plain timm name uses the model's own pretrained_cfg statistics
+    timm_enc = create_visual_encoder("vit_tiny_patch16_224", img_size=32, depth=1).eval()
+    timm_raw = create_visual_encoder("vit_tiny_patch16_224", img_size=32, depth=1, normalize_input=False).eval()
+    timm_raw.load_state_dict(timm_enc.state_dict())
+    y = torch.rand(2, 3, 32, 32)
+    m = torch.tensor(timm_enc.model.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    sd = torch.tensor(timm_enc.model.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    torch.testing.assert_close(timm_enc(y).tokens, timm_raw((y - m) / sd).tokens)
 
 
 def test_save_backbone_merges_lora_and_reloads(tmp_path):

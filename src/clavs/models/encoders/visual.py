@@ -47,6 +47,9 @@ class VisualPreset:
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
     hub_weights: bool = True  # False when the kwargs change the architecture away from the hub weights
     description: str = ""
+    # Input normalisation; None = the timm model's own pretrained_cfg (e.g. 0.5/0.5 for AugReg ViTs).
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
 
 VISUAL_PRESETS: dict[str, VisualPreset] = {
@@ -55,7 +58,8 @@ VISUAL_PRESETS: dict[str, VisualPreset] = {
     # so there are no hub weights: it is pretrained by `clavs pretrain` on synthetic classes.
     "tiny": VisualPreset("vit_tiny_patch16_224", 64, (0, 1, 2, 3),
                          dict(patch_size=8, embed_dim=128, depth=4, num_heads=4),
-                         hub_weights=False, description="ViT, patch 8, width 128, depth 4, heads 4, 64x64"),
+                         hub_weights=False, description="ViT, patch 8, width 128, depth 4, heads 4, 64x64",
+                         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
     # ATLAS in the paper: ViT-B/16 at 224; taps after blocks 3, 6, 9, 12 (the usual SETR/ViTDet choice).
     "paper": VisualPreset("vit_base_patch16_224", 224, (2, 5, 8, 11), description="ViT-B/16 at 224"),
     # The PVT-v2 backbones of AVSBench / AVSegFormer (b5) and their small sibling (b0, for tests).
@@ -250,4 +254,8 @@ def create_visual_encoder(name: str, *, weights: str | os.PathLike | None = None
         out_indices = preset.out_indices or (
             tuple(range(len(model.stages))) if family == "pvt_v2"
             else tuple(range(max(0, len(model.blocks) - 4), len(model.blocks))))
-    return VisualEncoder(model, name, img_size, out_indices, normalize_input=normalize_input)
+    encoder = VisualEncoder(model, name, img_size, out_indices, normalize_input=normalize_input)
+    if preset.mean is not None and preset.std is not None:
+        encoder.input_mean.copy_(torch.tensor(preset.mean).view(1, 3, 1, 1))
+        encoder.input_std.copy_(torch.tensor(preset.std).view(1, 3, 1, 1))
+    return encoder
