@@ -142,6 +142,29 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from clavs.reports.tables import METRIC_TITLES, SUMMARY_KEYS
+    from clavs.results.aggregate import aggregate
+
+    rows = aggregate(args.runs_dir, args.metric)
+    if not rows:
+        print(f"no finished runs with metric '{args.metric}' under {args.runs_dir}", file=sys.stderr)
+        return 1
+    table = Table(title=f"{METRIC_TITLES.get(args.metric, args.metric)}: mean ± std over seeds (x100)")
+    for col in ("experiment", "protocol", "method", "seeds"):
+        table.add_column(col)
+    for _, title in SUMMARY_KEYS:
+        table.add_column(title, justify="right")
+    for r in rows:
+        table.add_row(r["experiment"], r["protocol"], r["method"], ",".join(map(str, r["seeds"])),
+                      *[f"{r[k][0]:.2f} ± {r[k][1]:.2f}" for k, _ in SUMMARY_KEYS])
+    Console(width=max(160, Console().width)).print(table)
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from clavs.methods import available_methods, get_method_class
 
@@ -192,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", action="append", default=None, help="metric(s) to show (default map)")
     p = sub.add_parser("runs", help="list the run directories under a folder")
     p.add_argument("runs_dir", nargs="?", default="runs")
+    p = sub.add_parser("table", help="summary of finished runs, mean ± std over seeds, per experiment/protocol/method")
+    p.add_argument("runs_dir", nargs="?", default="runs")
+    p.add_argument("--metric", default="map", help="metric (default map)")
     sub.add_parser("methods", help="list the available methods")
     p = sub.add_parser("pretrain", help="pretrain the tiny encoders on synthetic classes disjoint from the 23 "
                                         "(cached under $CLAVS_HOME or $XDG_CACHE_HOME/clavs)")
@@ -220,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_show(args)
     if args.command == "runs":
         return cmd_runs(args)
+    if args.command == "table":
+        return cmd_table(args)
     if args.command == "methods":
         return cmd_methods(args)
     if args.command == "pretrain":
