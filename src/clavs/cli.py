@@ -18,7 +18,7 @@ EPILOG_RUN = """examples:
 """
 
 
-def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+def _add_run_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train a method through a protocol's tasks; write a run directory",
                        description="Train a continual method through the tasks of a protocol, evaluate after "
                                    "every task, and write config, accuracy matrices, summary, profile and "
@@ -40,6 +40,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accelerator", help="cpu | gpu | auto (Fabric)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    return p
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -160,7 +161,8 @@ def cmd_table(args: argparse.Namespace) -> int:
         table.add_column(title, justify="right")
     for r in rows:
         table.add_row(r["experiment"], r["protocol"], r["method"], ",".join(map(str, r["seeds"])),
-                      *[f"{r[k][0]:.2f} ± {r[k][1]:.2f}" for k, _ in SUMMARY_KEYS])
+                      *[f"{r[k][0]:.2f} ± {r[k][1]:.2f}" if len(r["seeds"]) > 1 else f"{r[k][0]:.2f}"
+                        for k, _ in SUMMARY_KEYS])
     Console(width=max(160, Console().width)).print(table)
     return 0
 
@@ -209,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="clavs: exemplar-free continual learning for audio-visual segmentation (CL-AVS) and ATLAS.",
         epilog="Start with `clavs run` (the embedded default); `clavs COMMAND --help` for details.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_run_parser(sub)
+    parser.run_parser = _add_run_parser(sub)  # type: ignore[attr-defined]
     p = sub.add_parser("show", help="print a run's accuracy matrices and summary")
     p.add_argument("run_dir")
     p.add_argument("--metric", action="append", default=None, help="metric(s) to show (default map)")
@@ -238,7 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:  # options and key=value overrides may come in any order
+        args = parser.run_parser.parse_intermixed_args(argv[1:])
+        args.command = "run"
+    else:
+        args = parser.parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
     if args.command == "show":

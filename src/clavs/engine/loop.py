@@ -101,7 +101,9 @@ class Trainer:
         dl = DataLoader(subset, batch_size=tc["batch_size"] if train else tc["eval_batch_size"],
                         shuffle=train, generator=gen if train else None, num_workers=tc["num_workers"],
                         drop_last=False)
-        return self.fabric.setup_dataloaders(dl, move_to_device=True) if self.fabric.world_size > 1 else dl
+        # Training is sharded across processes; evaluation is not (every rank scores the whole set,
+        # so the numbers rank 0 writes do not depend on the number of devices).
+        return self.fabric.setup_dataloaders(dl, move_to_device=True) if train and self.fabric.world_size > 1 else dl
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate_row(self, upto: int, split: str = "test") -> dict[str, list[float]]:

@@ -95,13 +95,22 @@ class Method:
 
     @classmethod
     def validate_hparams(cls, section: dict[str, Any]) -> None:
-        valid = {f.name for f in fields(cls.Hparams)}
-        for key in section:
-            if key != "name" and key not in valid:
+        defaults = cls.default_hparams({})
+        for key, value in section.items():
+            if key == "name":
+                continue
+            if key not in defaults:
                 raise ValueError(
                     f"unknown hyperparameter 'method.{key}' for method '{cls.name}'; "
-                    f"valid: {', '.join(sorted(valid)) or '(none)'}"
+                    f"valid: {', '.join(sorted(defaults)) or '(none)'}"
                 )
+            expected = type(defaults[key])
+            ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if defaults[key] is not None and not ok:
+                raise ValueError(f"method.{key}={value!r} must be of type {expected.__name__} "
+                                 f"(default {defaults[key]!r})")
 
     @classmethod
     def make_hparams(cls, section: dict[str, Any]) -> Any:

@@ -32,6 +32,7 @@ from torch import nn
 
 from clavs.utils.io import atomic_write_bytes
 
+from .audio_base import AudioEncoder
 from .logmel import LogMelFrontEnd
 
 TINY_SAMPLE_RATE = 16000
@@ -48,7 +49,7 @@ class _TinyBlock(nn.Module):
         return F.avg_pool2d(F.relu(self.bn(self.conv(x))), kernel_size=2)
 
 
-class TinyAudioCNN(nn.Module):
+class TinyAudioCNN(AudioEncoder):
     """Small CNN audio encoder: ``[N, samples]`` at 16 kHz -> ``[N, embed_dim]``.
 
     Args:
@@ -110,15 +111,6 @@ class TinyAudioCNN(nn.Module):
         """Shortest input: the time axis (``1 + samples // hop`` frames) must survive every 2x pooling."""
         return (2 ** len(self.blocks) - 1) * self.front_end.hop
 
-    def _check_waveform(self, waveform: torch.Tensor) -> None:
-        if waveform.dim() != 2:
-            raise ValueError(f"TinyAudioCNN expects a waveform of shape [batch, samples], got {tuple(waveform.shape)}")
-        if waveform.shape[1] < self.min_samples:
-            raise ValueError(
-                f"waveform length {waveform.shape[1]} samples is shorter than the TinyAudioCNN minimum "
-                f"of {self.min_samples} samples at {self.sample_rate} Hz"
-            )
-
     def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
         """``waveform [B, samples]`` -> ``{'embedding': [B, embed_dim]}`` (+ ``'logits'`` with a head)."""
         self._check_waveform(waveform)
@@ -134,17 +126,6 @@ class TinyAudioCNN(nn.Module):
         if self.head is not None:
             out["logits"] = self.head(embedding)
         return out
-
-    def embed(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Frozen-encoder embedding in eval mode under ``no_grad``; restores the previous mode."""
-        self._check_waveform(waveform)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                return self.forward(waveform)["embedding"]
-        finally:
-            self.train(was_training)
 
     def save_checkpoint(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
         """Atomically write ``{'format', 'config', 'model': state_dict, **extra}`` to ``path``.

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .audio_base import AudioEncoder
 from .logmel import LogMelFrontEnd, slaney_mel_filterbank
 
 CNN14_CHANNELS: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
@@ -86,7 +87,7 @@ class ConvBlock(nn.Module):
         return x
 
 
-class Cnn14(nn.Module):
+class Cnn14(AudioEncoder):
     """PANNs Cnn14 with a ``torch.stft`` front end. ``embed_dim`` is ``channels[-1]`` (2048).
 
     Args:
@@ -135,15 +136,6 @@ class Cnn14(nn.Module):
         """
         return (2**_NUM_HALVING_POOLS - 1) * self.front_end.hop
 
-    def _check_waveform(self, waveform: torch.Tensor) -> None:
-        if waveform.dim() != 2:
-            raise ValueError(f"Cnn14 expects a waveform of shape [batch, samples], got {tuple(waveform.shape)}")
-        if waveform.shape[1] < self.min_samples:
-            raise ValueError(
-                f"waveform length {waveform.shape[1]} samples ({waveform.shape[1] / self.sample_rate:.3f} s) is "
-                f"shorter than the Cnn14 minimum of {self.min_samples} samples at {self.sample_rate} Hz"
-            )
-
     def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
         """``waveform [B, samples]`` at ``self.sample_rate`` -> ``{'clipwise_output' [B,527], 'embedding' [B,2048]}``."""
         self._check_waveform(waveform)
@@ -161,19 +153,6 @@ class Cnn14(nn.Module):
         clipwise_output = torch.sigmoid(self.fc_audioset(x))
         return {"clipwise_output": clipwise_output, "embedding": embedding}
 
-    def embed(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Frozen-encoder embedding: eval mode, no grad. ``[N, samples] -> [N, embed_dim]``.
-
-        The module's train/eval mode is restored afterwards.
-        """
-        self._check_waveform(waveform)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                return self.forward(waveform)["embedding"]
-        finally:
-            self.train(was_training)
 
     @classmethod
     def from_checkpoint(

@@ -76,6 +76,17 @@ class LoRALayer:
         """A plain nn.Linear / nn.Conv2d whose weight is ``W0 + scaling * delta``."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def _fill_merged(self, out: nn.Module) -> nn.Module:
+        """Copy ``W0 + scaling * delta`` and the bias into the plain layer `out`, keeping requires_grad."""
+        with torch.no_grad():
+            out.weight.copy_(self.weight + self.scaling * self.delta_weight())
+            if self.bias is not None:
+                out.bias.copy_(self.bias)
+        out.weight.requires_grad_(self.weight.requires_grad)
+        if self.bias is not None:
+            out.bias.requires_grad_(self.bias.requires_grad)
+        return out
+
 
 class LoRALinear(nn.Linear, LoRALayer):
     """``y = base(x) + (alpha / r) * B(A(drop(x)))``; shares (does not copy) the base's weight and bias.
@@ -110,16 +121,8 @@ class LoRALinear(nn.Linear, LoRALayer):
         return self.lora_B @ self.lora_A
 
     def merged(self) -> nn.Linear:
-        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                        device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            out.weight.copy_(self.weight + self.scaling * self.delta_weight())
-            if self.bias is not None:
-                out.bias.copy_(self.bias)
-        out.weight.requires_grad_(self.weight.requires_grad)
-        if self.bias is not None:
-            out.bias.requires_grad_(self.bias.requires_grad)
-        return out
+        return self._fill_merged(nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                                           device=self.weight.device, dtype=self.weight.dtype))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, r={self.r}, alpha={self.alpha:g}"
@@ -268,14 +271,7 @@ class LoRAConv2d(nn.Conv2d, LoRALayer):
         out = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
                         self.dilation, self.groups, self.bias is not None, self.padding_mode,
                         device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            out.weight.copy_(self.weight + self.scaling * self.delta_weight())
-            if self.bias is not None:
-                out.bias.copy_(self.bias)
-        out.weight.requires_grad_(self.weight.requires_grad)
-        if self.bias is not None:
-            out.bias.requires_grad_(self.bias.requires_grad)
-        return out
+        return self._fill_merged(out)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, r={self.r}, alpha={self.alpha:g}"
