@@ -70,3 +70,40 @@ def test_data_check_on_missing_root_fails(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "nope" in r.stdout + r.stderr
+
+
+def _fake_run(tmp_path, done=True):
+    from clavs.results import RunDir
+
+    run = RunDir(tmp_path / "run").create()
+    run.write_config({"experiment": "x", "seed": 0, "protocol": {"name": "cil"}, "method": {"name": "atlas"}})
+    run.write_matrices(2, {"map": {"R": [[50.0, 10.0], [40.0, 60.0]], "b": [5.0, 6.0]}})
+    if done:
+        run.write_summary({"map": {"la": 55.0, "aa": 50.0, "a_inc": 50.0, "forgetting": 10.0, "bwt": -10.0, "fwt": 5.0}})
+        run.mark_done()
+    return run.path
+
+
+def test_show_prints_matrix_and_writes_heatmap(capsys, tmp_path):
+    path = _fake_run(tmp_path)
+    png = tmp_path / "heat.png"
+    assert main(["show", str(path), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "60.00" in out and "Forgetting" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_unfinished_run_and_unknown_metric(capsys, tmp_path):
+    path = _fake_run(tmp_path, done=False)
+    assert main(["show", str(path)]) == 0
+    assert "unfinished run" in capsys.readouterr().out
+    assert main(["show", str(path), "--metric", "nope"]) == 2
+    assert "no metric 'nope'" in capsys.readouterr().out
+
+
+def test_runs_and_table_list_finished_runs(capsys, tmp_path):
+    _fake_run(tmp_path)
+    assert main(["runs", str(tmp_path)]) == 0
+    assert "atlas" in capsys.readouterr().out
+    assert main(["table", str(tmp_path)]) == 0
+    assert "50.00" in capsys.readouterr().out

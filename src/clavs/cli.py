@@ -123,7 +123,19 @@ def cmd_show(args: argparse.Namespace) -> int:
             console.print(f"[red]error:[/red] no metric '{metric}' in {path}; have {', '.join(run['matrices']['metrics'])}")
             return 2
         console.print(matrix_table(run["matrices"], metric))
-    console.print(summary_table(run["summary"]))
+        if args.plot:
+            from clavs.reports.figures import plot_matrix
+
+            out = Path(args.plot)
+            if len(args.metric) > 1:
+                out = out.with_name(f"{out.stem}_{metric}{out.suffix or '.png'}")
+            plot_matrix(run["matrices"], metric, out, title=f"{run['config']['method']['name']} "
+                        f"{run['config']['protocol']['name']} seed {run['config']['seed']}: {metric}")
+            console.print(f"heatmap written to {out}")
+    if run["summary"]:
+        console.print(summary_table(run["summary"]))
+    else:
+        console.print("unfinished run: no summary yet")
     return 0
 
 
@@ -215,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print a run's accuracy matrices and summary")
     p.add_argument("run_dir")
     p.add_argument("--metric", action="append", default=None, help="metric(s) to show (default map)")
+    p.add_argument("--plot", metavar="PNG", help="also write the accuracy matrix as a heatmap")
     p = sub.add_parser("runs", help="list the run directories under a folder")
     p.add_argument("runs_dir", nargs="?", default="runs")
     p = sub.add_parser("table", help="summary of finished runs, mean ± std over seeds, per experiment/protocol/method")

@@ -112,8 +112,9 @@ class Trainer:
         frames = 0
         for j in range(min(upto, self.T - 1) + 1):
             tid = j if self.scenario.tasks[j].task_id_visible else None
-            scores = evaluate_loader(self.method, self.loader(split, j, train=False), task_id=tid,
-                                     has_classes=self.scenario.has_class_head, fabric=self.fabric)
+            with self.fabric.autocast():
+                scores = evaluate_loader(self.method, self.loader(split, j, train=False), task_id=tid,
+                                         has_classes=self.scenario.has_class_head, fabric=self.fabric)
             frames += scores.pop("_frames")
             for name, value in scores.items():
                 row.setdefault(name, [math.nan] * self.T)[j] = float(value)
@@ -135,8 +136,9 @@ class Trainer:
             # A method that trains nothing in this task (e.g. a prototype method after task 0).
             return stats
         optimizer = torch.optim.AdamW(params, lr=tc["lr"], weight_decay=tc["weight_decay"])
-        wrapped, optimizer = self.fabric.setup(model, optimizer, _reapply_compile=False) \
-            if self.fabric.world_size > 1 else (model, optimizer)
+        # Fabric wraps the model for the device, the precision (autocast) and DDP; a fresh wrapper per
+        # task, because the set of trainable parameters may change between tasks.
+        wrapped, optimizer = self.fabric.setup(model, optimizer, _reapply_compile=False)
         best_score, best_state = -math.inf, None
         bar = self.progress.add_task(f"task {t + 1}/{self.T} train", total=tc["epochs"] * math.ceil(len(task.train) / tc["batch_size"])) if self.progress else None
         for epoch in range(tc["epochs"]):
@@ -170,9 +172,10 @@ class Trainer:
                     self.progress.update(bar, advance=1, description=f"task {t + 1}/{self.T} epoch {epoch + 1} loss {float(total):.3f}")
             stats["train_seconds"] += time.perf_counter() - start
             if tc["select_metric"] != "last" and len(task.val) > 0:
-                score = evaluate_loader(self.method, self.loader("val", t, train=False),
-                                        task_id=t if task.task_id_visible else None,
-                                        has_classes=self.scenario.has_class_head, fabric=self.fabric)
+                with self.fabric.autocast():
+                    score = evaluate_loader(self.method, self.loader("val", t, train=False),
+                                            task_id=t if task.task_id_visible else None,
+                                            has_classes=self.scenario.has_class_head, fabric=self.fabric)
                 value = score.get(tc["select_metric"], -math.inf)
                 if value > best_score:  # model selection on validation data only
                     best_score, best_state, stats["best_epoch"] = value, copy.deepcopy(model.state_dict()), epoch

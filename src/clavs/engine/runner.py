@@ -187,8 +187,11 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
     ec = config["engine"]
     if ec.get("threads"):
         torch.set_num_threads(int(ec["threads"]))
+    # Methods may leave parts of the network without gradients in a task (a frozen head, a class head
+    # without labels): DDP must not wait for them.
+    multi = ec["devices"] not in (1, "1") or ec["num_nodes"] != 1
     fabric = Fabric(accelerator=ec["accelerator"], devices=ec["devices"], num_nodes=ec["num_nodes"],
-                    precision=ec["precision"])
+                    precision=ec["precision"], strategy="ddp_find_unused_parameters_true" if multi else "auto")
     fabric.launch()
     show = config["progress"] and fabric.is_global_zero
     progress_cm = _progress(console) if show else nullcontext(None)

@@ -199,7 +199,8 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
         "path": run.path,
         "config": run.config(),
         "matrices": run.matrices(),
-        "summary": run.summary(),
+        # An unfinished run has matrices for the tasks done so far but no summary yet.
+        "summary": run.summary() if (run.path / SUMMARY_FILE).exists() or run.done else {},
         "profile": run.profile() if (run.path / PROFILE_FILE).exists() else {},
         "done": run.done,
     }
