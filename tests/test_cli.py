@@ -107,3 +107,10 @@ def test_runs_and_table_list_finished_runs(capsys, tmp_path):
     assert "atlas" in capsys.readouterr().out
     assert main(["table", str(tmp_path)]) == 0
     assert "50.00" in capsys.readouterr().out
+
+
+def test_resume_refuses_options_that_would_change_the_config(capsys, tmp_path):
+    path = _fake_run(tmp_path, done=False)
+    assert main(["run", "--resume", str(path), "--seed", "3", "train.lr=1"]) == 2
+    out = capsys.readouterr().out
+    assert "--seed" in out and "key=value" in out and "saved config.yaml" in out

@@ -42,3 +42,17 @@ def test_bad_values_are_named():
         parse_override("nokey")
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         resolve_config(method="nope")
+
+
+def test_tfcl_defaults_to_the_papers_split_unless_named():
+    assert resolve_config(overrides=["protocol.name=tfcl"])["protocol"]["split"] == "31-5"
+    assert resolve_config(options={"protocol.name": "tfcl"})["protocol"]["split"] == "31-5"
+    assert resolve_config(overrides=["protocol.name=tfcl", "protocol.split=20-4"])["protocol"]["split"] == "20-4"
+    assert resolve_config(overrides=["protocol.name=til"])["protocol"]["split"] == "11-2"
+
+
+def test_select_metric_is_validated_and_words_stay_words():
+    with pytest.raises(ConfigError, match="train.select_metric='mAP'"):
+        resolve_config(overrides=["train.select_metric=mAP"])
+    assert resolve_config(overrides=["experiment=nan"])["experiment"] == "nan"
+    assert resolve_config(overrides=["train.lr=1e-3"])["train"]["lr"] == pytest.approx(1e-3)

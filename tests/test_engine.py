@@ -128,6 +128,42 @@ def test_nan_loss_stops_with_task_epoch_step_and_keeps_finished_tasks(clavs_home
 
 
 @register
+class _ExplodesAtTaskZero(Method):
+    """Test-only method: a NaN loss in the very first step."""
+
+    name = "_test_explodes_first"
+    trains = ("decoder",)
+
+    def loss(self, batch, out):
+        return {"bce": task_loss(batch, out, self.scenario, self.task)["bce"] * float("nan")}
+
+
+def test_nan_in_the_first_task_keeps_the_initial_scores(clavs_home, tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"task 0 .*epoch 0, step 0.*no task was finished"):
+        run_experiment(_config(tmp_path, method="_test_explodes_first"))
+    run_dir = next((tmp_path / "runs").rglob("config.yaml")).parent
+    m = RunDir(run_dir).matrices()["metrics"]["map"]
+    assert all(v is not None for v in m["b"]) and all(v is None for row in m["R"] for v in row)
+
+
+def test_resume_refuses_data_that_now_splits_differently(clavs_home, tmp_path):
+    import json
+
+    path = run_experiment(_config(tmp_path))
+    (path / "DONE").unlink()
+    scenario = json.loads((path / "scenario.json").read_text())
+    scenario["tasks"][0]["train"] = scenario["tasks"][0]["train"][:-1]
+    (path / "scenario.json").write_text(json.dumps(scenario))
+    with pytest.raises(ValueError, match="scenario.json: the tasks built from the data now differ"):
+        run_experiment(_config(tmp_path), run_dir=path)
+
+
+def test_lra_groups_typo_is_an_error(clavs_home, tmp_path):
+    with pytest.raises(ValueError, match=r"method.lra_groups names unknown parameter groups \['decodr'\]"):
+        run_experiment(_config(tmp_path, "method.lra_groups=[decodr]"))
+
+
+@register
 class _RecordsHooks(Method):
     """Test-only method: records the order of the hooks the engine calls."""
 
@@ -146,6 +182,13 @@ class _RecordsHooks(Method):
     def after_step(self):
         self.calls.append("after_step")
 
+    def selection_state(self):
+        self.calls.append("selection_state")
+        return len(self.calls)
+
+    def restore_selection_state(self, state):
+        self.calls.append(("restore", state))
+
     def end_task(self, task, loader):
         n = sum(1 for _ in loader)
         self.calls.append(("end", task.id, n > 0))
@@ -157,7 +200,10 @@ def test_hooks_called_in_order_and_only_declared_groups_train(clavs_home, tmp_pa
     calls = _RecordsHooks.calls
     assert calls[0] == ("begin", 0)
     first_end = calls.index(("end", 0, True))
-    middle = calls[1:first_end]
+    middle = [c for c in calls[1:first_end] if c != "selection_state"]
+    assert isinstance(middle[-1], tuple) and middle[-1][0] == "restore"  # best epoch's state restored
+    assert calls[middle[-1][1] - 1] == "selection_state"  # ... the one taken when that epoch was chosen
+    middle = middle[:-1]
     assert middle and all(c in ("after_backward", "after_step") for c in middle)
     assert middle[0::2] == ["after_backward"] * len(middle[0::2]) and middle[1::2] == ["after_step"] * len(middle[1::2])
     assert [c for c in calls if isinstance(c, tuple) and c[0] == "begin"] == [("begin", t) for t in range(3)]

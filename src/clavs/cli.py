@@ -54,12 +54,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = Console()
     try:
         if args.resume:
+            fixed = {"--method": args.method, "--protocol": args.protocol, "--split": args.split,
+                     "--data-root": args.data_root, "--runs-dir": args.runs_dir, "--seed": args.seed,
+                     "--epochs": args.epochs, "key=value": args.overrides or None,
+                     "--preset": None if args.preset == "default" else args.preset}
+            given = [k for k, v in fixed.items() if v is not None]
+            if given:
+                console.print(f"[red]error:[/red] --resume continues a run with its saved config.yaml; "
+                              f"{', '.join(given)} cannot change it (only --devices, --accelerator, --no-progress can)")
+                return 2
             run = RunDir(Path(args.resume))
             if not (run.path / "config.yaml").exists():
                 console.print(f"[red]error:[/red] {run.path}: no config.yaml here; not a clavs run directory")
                 return 2
             config = run.config()
             run_dir = run.path
+            if args.devices:
+                config["engine"]["devices"] = int(args.devices) if args.devices.isdigit() else args.devices
+            if args.accelerator:
+                config["engine"]["accelerator"] = args.accelerator
+            if args.no_progress:
+                config["progress"] = False
         else:
             options = {
                 "protocol.name": args.protocol, "protocol.split": args.split, "data.root": args.data_root,
@@ -67,8 +82,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "engine.accelerator": args.accelerator,
                 "engine.devices": (int(args.devices) if args.devices and args.devices.isdigit() else args.devices),
             }
-            if args.protocol == "tfcl" and not args.split and not any(o.startswith("protocol.split=") for o in args.overrides):
-                options["protocol.split"] = "31-5"
             if args.no_progress:
                 options["progress"] = False
             config = resolve_config(preset=args.preset, method=args.method, options=options, overrides=args.overrides)
@@ -91,8 +104,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         return 2
-    console.print(f"run directory: {path}")
-    _print_run(console, path)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        console.print(f"run directory: {path}")  # once, not by every process of a multi-device run
+        _print_run(console, path)
     return 0
 
 

@@ -4,12 +4,17 @@ hyperparameters, then command-line options and `key=value` overrides. Unknown ke
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from typing import Any, Iterable
 
 import yaml
 
 PRESETS = ("smoke", "default", "paper")
+_DECIMAL_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+# The split a protocol uses unless the user names one (TF-CL runs on MS3 with the paper's 31-5).
+DEFAULT_SPLITS = {"til": "11-2", "cil": "11-2", "dil": "11-2", "tfcl": "31-5"}
+SELECT_METRICS = ("map", "maxf", "maxf_official", "miou", "aupr", "dice", "f1", "acc", "last")
 
 
 class ConfigError(ValueError):
@@ -57,11 +62,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override '{text}': value is not valid YAML ({e})") from None
-    if isinstance(value, str):  # YAML 1.1 reads '3e-4' as a string; a number is meant
-        try:
-            value = float(value)
-        except ValueError:
-            pass
+    if isinstance(value, str) and _DECIMAL_EXPONENT.fullmatch(value):  # YAML 1.1 reads '3e-4' as a string
+        value = float(value)
     return key, value
 
 
@@ -114,6 +116,7 @@ def resolve_config(
     for key, value in (options or {}).items():
         if value is not None:
             apply_override(config, key, value)
+    named = {k for k, v in (options or {}).items() if v is not None} | {k for k, _ in parsed}
     for key, value in parsed:
         if key == "method.name":
             continue
@@ -121,6 +124,8 @@ def resolve_config(
             valid = ", ".join(sorted(k for k in config["method"] if k != "name")) or "(none)"
             raise ConfigError(f"unknown hyperparameter '{key}' for method '{method_cls.name}'; valid: {valid}")
         apply_override(config, key, value)
+    if "protocol.split" not in named:
+        config["protocol"]["split"] = DEFAULT_SPLITS.get(config["protocol"]["name"], config["protocol"]["split"])
     method_cls.validate_hparams(config["method"])
     validate_config(config)
     return config
@@ -135,5 +140,8 @@ def validate_config(config: dict[str, Any]) -> None:
         value = config[section][leaf]
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{key}={value!r} must be a positive integer")
+    if config["train"]["select_metric"] not in SELECT_METRICS:
+        raise ConfigError(f"train.select_metric={config['train']['select_metric']!r} is not one of "
+                          f"{', '.join(SELECT_METRICS)}")
     if not isinstance(config["seed"], int):
         raise ConfigError(f"seed={config['seed']!r} must be an integer")

@@ -12,6 +12,10 @@ from clavs.engine.clips import prepare_batch
 from clavs.metrics import SegmentationAccumulator
 
 
+# The scores that fill accuracy matrices (the accumulator also returns counts and the best threshold).
+SEGMENTATION_METRICS = ("map", "maxf", "maxf_official", "miou", "aupr", "dice", "f1")
+
+
 @torch.no_grad()
 def evaluate_loader(method: Any, loader: DataLoader, *, task_id: int | None, has_classes: bool,
                     fabric: Any = None) -> dict[str, float]:
@@ -41,7 +45,8 @@ def evaluate_loader(method: Any, loader: DataLoader, *, task_id: int | None, has
             total += int(valid.sum())
         elif has_classes:
             total += int((batch["class_index"] >= 0).sum())
-    scores = dict(acc.compute()) if frames_seen else {}
+    computed = acc.compute() if frames_seen else {}
+    scores = {name: float(computed[name]) for name in SEGMENTATION_METRICS if name in computed}
     if has_classes:
         scores["acc"] = 100.0 * correct / total if total else float("nan")
     scores["_frames"] = frames_seen

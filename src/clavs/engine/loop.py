@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from clavs.engine.clips import ClipStore, ClipSubset, prepare_batch
 from clavs.engine.context import EngineContext
@@ -80,7 +80,8 @@ def select_frames(batch: dict[str, Any], ids: list[int]) -> dict[str, Any]:
 
 class Trainer:
     def __init__(self, method: Any, scenario: Any, stores: SplitStores, ctx: EngineContext, *,
-                 progress: Any = None, on_task_end: Callable[[int, LoopState], None] | None = None):
+                 progress: Any = None, on_task_end: Callable[[int | None, LoopState], None] | None = None):
+        """on_task_end(t, state) after each task (t=None: after the initial evaluation `b`)."""
         self.method = method
         self.scenario = scenario
         self.stores = stores
@@ -97,20 +98,27 @@ class Trainer:
         store = getattr(self.stores, split)
         subset = ClipSubset(store, getattr(task, split), self.stores.class_index[split], task_index)
         tc = self.cfg["train"]
-        gen = torch.Generator().manual_seed(task_seed(self.cfg["seed"], task_index, epoch))
-        dl = DataLoader(subset, batch_size=tc["batch_size"] if train else tc["eval_batch_size"],
-                        shuffle=train, generator=gen if train else None, num_workers=tc["num_workers"],
-                        drop_last=False)
-        # Training is sharded across processes; evaluation is not (every rank scores the whole set,
-        # so the numbers rank 0 writes do not depend on the number of devices).
-        return self.fabric.setup_dataloaders(dl, move_to_device=True) if train and self.fabric.world_size > 1 else dl
+        seed = task_seed(self.cfg["seed"], task_index, epoch)
+        batch_size = tc["batch_size"] if train else tc["eval_batch_size"]
+        if train and self.fabric.world_size > 1:
+            # Training is sharded across processes, shuffled from the run's seed for every epoch.
+            sampler = DistributedSampler(subset, num_replicas=self.fabric.world_size, rank=self.fabric.global_rank,
+                                         shuffle=True, seed=seed)
+            dl = DataLoader(subset, batch_size=batch_size, sampler=sampler, num_workers=tc["num_workers"])
+            return self.fabric.setup_dataloaders(dl, use_distributed_sampler=False)
+        # Evaluation is not sharded: every rank scores the whole set, so the numbers rank 0 writes do
+        # not depend on the number of devices.
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(subset, batch_size=batch_size, shuffle=train, generator=gen if train else None,
+                          num_workers=tc["num_workers"], drop_last=False)
 
     # -- evaluation ------------------------------------------------------------------------
-    def evaluate_row(self, upto: int, split: str = "test") -> dict[str, list[float]]:
-        """Scores on tasks 0..upto (inclusive), NaN beyond; metric -> list of T values."""
+    def evaluate_row(self, after_task: int | None, split: str = "test") -> dict[str, list[float]]:
+        """Scores after training `after_task` (None: before any training) on the tasks the scenario's
+        schedule names (seen tasks and the next one), NaN elsewhere; metric -> list of T values."""
         row: dict[str, list[float]] = {}
         frames = 0
-        for j in range(min(upto, self.T - 1) + 1):
+        for j in self.scenario.tasks_to_evaluate(after_task):
             tid = j if self.scenario.tasks[j].task_id_visible else None
             with self.fabric.autocast():
                 scores = evaluate_loader(self.method, self.loader(split, j, train=False), task_id=tid,
@@ -121,8 +129,15 @@ class Trainer:
         self._eval_frames = frames
         return row
 
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every process (all ranks must stop together under DDP)."""
+        flag = torch.isfinite(loss.detach()).to(torch.float32)
+        if self.fabric.world_size > 1:
+            flag = self.fabric.all_reduce(flag, reduce_op="min")
+        return bool(flag > 0)
+
     # -- training --------------------------------------------------------------------------
-    def train_task(self, t: int, state: LoopState) -> dict[str, Any]:
+    def train_task(self, t: int) -> dict[str, Any]:
         task = self.scenario.tasks[t]
         tc = self.cfg["train"]
         seed_all(task_seed(self.cfg["seed"], t))
@@ -132,14 +147,16 @@ class Trainer:
         stats = {"task": t, "train_frames": 0, "train_seconds": 0.0, "steps": 0, "best_epoch": None,
                  "trainable_parameters": sum(p.numel() for p in params),
                  "total_parameters": sum(p.numel() for p in model.parameters())}
-        if not params or tc["epochs"] == 0 or len(task.train) == 0:
-            # A method that trains nothing in this task (e.g. a prototype method after task 0).
+        if not params or len(task.train) == 0:
+            # A method that trains nothing in this task (e.g. a prototype method after task 0) still
+            # gathers its statistics.
+            self.method.end_task(task, self.loader("train", t, train=False))
             return stats
         optimizer = torch.optim.AdamW(params, lr=tc["lr"], weight_decay=tc["weight_decay"])
         # Fabric wraps the model for the device, the precision (autocast) and DDP; a fresh wrapper per
         # task, because the set of trainable parameters may change between tasks.
         wrapped, optimizer = self.fabric.setup(model, optimizer, _reapply_compile=False)
-        best_score, best_state = -math.inf, None
+        best_score, best_state, best_method_state = -math.inf, None, None
         bar = self.progress.add_task(f"task {t + 1}/{self.T} train", total=tc["epochs"] * math.ceil(len(task.train) / tc["batch_size"])) if self.progress else None
         for epoch in range(tc["epochs"]):
             model.train()
@@ -154,16 +171,18 @@ class Trainer:
                     out = wrapped(batch["frames"], batch["audio"])
                 terms = self.method.loss(batch, out)
                 total = sum(terms.values())
-                if not torch.isfinite(total):
+                if not self._all_finite(total):
                     detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+                    done = f"tasks 0..{t - 1} are finished and checkpointed" if t else "no task was finished"
                     raise TrainingDiverged(
-                        f"loss is not finite at task {t} (of {self.T}), epoch {epoch}, step {step}: {detail}. "
-                        f"Tasks 0..{t - 1} are finished and checkpointed; lower train.lr or check the data.")
+                        f"loss is not finite at task {t} (of {self.T}), epoch {epoch}, step {step}: {detail}; "
+                        f"{done}. Rerunning the same config resumes and diverges again: start a new run "
+                        f"(e.g. with a lower train.lr) or check the data.")
                 optimizer.zero_grad(set_to_none=True)
                 self.fabric.backward(total)
-                self.method.after_backward()
-                if tc["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(params, tc["grad_clip"])
+                if tc["grad_clip"]:  # Fabric unscales (16-mixed) before clipping
+                    self.fabric.clip_gradients(wrapped, optimizer, max_norm=tc["grad_clip"])
+                self.method.after_backward()  # sees the gradients the step will use
                 optimizer.step()
                 self.method.after_step()
                 stats["steps"] += 1
@@ -179,8 +198,10 @@ class Trainer:
                 value = score.get(tc["select_metric"], -math.inf)
                 if value > best_score:  # model selection on validation data only
                     best_score, best_state, stats["best_epoch"] = value, copy.deepcopy(model.state_dict()), epoch
+                    best_method_state = self.method.selection_state()
         if best_state is not None:
             model.load_state_dict(best_state)
+            self.method.restore_selection_state(best_method_state)
         if bar is not None:
             self.progress.remove_task(bar)
         self.method.end_task(task, self.loader("train", t, train=False))
@@ -191,14 +212,15 @@ class Trainer:
         device = self.fabric.device
         if state.next_task == 0 and not state.b:
             start = time.perf_counter()
-            row = self.evaluate_row(self.T - 1)
-            state.b = row
+            state.b = self.evaluate_row(None)
             state.profile["initial_eval_seconds"] = time.perf_counter() - start
+            if self.on_task_end:
+                self.on_task_end(None, state)
         for t in range(state.next_task, self.T):
             start = time.perf_counter()
-            stats = self.train_task(t, state)
+            stats = self.train_task(t)
             eval_start = time.perf_counter()
-            row = self.evaluate_row(t + 1)
+            row = self.evaluate_row(t)
             eval_seconds = time.perf_counter() - eval_start
             for name, values in row.items():
                 state.R.setdefault(name, [[math.nan] * self.T for _ in range(self.T)])[t] = values

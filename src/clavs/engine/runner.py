@@ -33,10 +33,9 @@ def dataset_root(config: dict[str, Any], *, progress: bool) -> Path:
     from clavs.data.synth import generate
 
     preset, seed = config["data"]["synth_preset"], config["data"]["synth_seed"]
-    path = cache_home() / "data" / f"synthavs-{preset}-seed{seed}"
-    if not (path / "synthavs.json").exists():
-        generate(path, preset=preset, seed=seed, progress=progress)
-    return path
+    # generate() returns at once for a complete build of these settings and redoes an interrupted one.
+    return generate(cache_home() / "data" / f"synthavs-{preset}-seed{seed}", preset=preset, seed=seed,
+                    progress=progress)
 
 
 def build_scenario_for(config: dict[str, Any], root: Path) -> tuple[Any, dict[str, Any]]:
@@ -129,6 +128,8 @@ def prepare_stores(config: dict[str, Any], scenario: Any, datasets: dict[str, An
 
 
 def save_checkpoint(run: RunDir, t: int, method: Any, state: LoopState) -> Path:
+    """Everything needed to continue after task t. No optimiser (each task starts a fresh AdamW) and
+    no RNG state: every task and epoch reseeds from (seed, task, epoch), see loop.task_seed."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "task": t,
@@ -141,6 +142,26 @@ def save_checkpoint(run: RunDir, t: int, method: Any, state: LoopState) -> Path:
     # Only the newest checkpoint is needed to continue; the previous ones are kept as the per-task
     # models a user may want to inspect (small at tiny scale). Paper-scale users can prune them.
     return path
+
+
+SCENARIO_FILE = "scenario.json"
+
+
+def check_or_write_scenario(run: RunDir, scenario: Any, *, resuming: bool) -> None:
+    """Save the task split of a new run; on resume, refuse to continue if the data now split differently."""
+    import json
+
+    from clavs.utils.io import atomic_write_json
+
+    path = run.path / SCENARIO_FILE
+    current = json.loads(json.dumps(scenario.to_dict(), default=str))
+    if resuming and path.exists():
+        saved = json.loads(path.read_text())
+        if saved != current:
+            raise ValueError(f"{path}: the tasks built from the data now differ from those this run started with "
+                             f"(has the dataset at data.root changed?); start a new run directory instead")
+        return
+    atomic_write_json(path, current)
 
 
 def load_checkpoint(path: Path, method: Any) -> LoopState:
@@ -161,13 +182,12 @@ def write_results(run: RunDir, scenario: Any, state: LoopState, method: Any, con
     from clavs.metrics import continual_summary
 
     T = len(scenario.tasks)
-    matrices = {name: {"R": R, "b": state.b.get(name)} for name, R in state.R.items()}
+    empty = [[float("nan")] * T for _ in range(T)]  # rows not trained yet
+    matrices = {name: {"R": state.R.get(name, empty), "b": state.b.get(name)} for name in {**state.b, **state.R}}
     run.write_matrices(T, matrices)
     summary = {}
-    for name, m in matrices.items():
-        rows_done = state.next_task
-        if rows_done == T:
-            summary[name] = continual_summary(m["R"], m["b"])
+    if state.next_task == T:
+        summary = {name: continual_summary(m["R"], m["b"]) for name, m in matrices.items()}
     if summary:
         run.write_summary(summary)
     total = sum(p.numel() for p in method.model.parameters())
@@ -189,7 +209,12 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
         torch.set_num_threads(int(ec["threads"]))
     # Methods may leave parts of the network without gradients in a task (a frozen head, a class head
     # without labels): DDP must not wait for them.
-    multi = ec["devices"] not in (1, "1") or ec["num_nodes"] != 1
+    devices = ec["devices"]
+    if devices in ("auto", -1, "-1"):
+        multi = ec["accelerator"] in ("gpu", "cuda", "auto") and torch.cuda.device_count() > 1
+    else:
+        multi = int(devices) > 1
+    multi = multi or int(ec["num_nodes"]) > 1
     fabric = Fabric(accelerator=ec["accelerator"], devices=ec["devices"], num_nodes=ec["num_nodes"],
                     precision=ec["precision"], strategy="ddp_find_unused_parameters_true" if multi else "auto")
     fabric.launch()
@@ -197,24 +222,29 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
     progress_cm = _progress(console) if show else nullcontext(None)
     run = RunDir(run_dir or run_dir_for(config, config["runs_dir"]))
     with progress_cm as progress:
-        root = dataset_root(config, progress=show)
-        scenario, datasets = build_scenario_for(config, root)
-        method_cls = get_method_class(config["method"]["name"])
-        if config["protocol"]["name"] not in method_cls.protocols:
-            raise ValueError(f"method '{method_cls.name}' does not support protocol '{config['protocol']['name']}' "
-                             f"(supports {', '.join(method_cls.protocols)})")
-        seed_all(config["seed"])
-        stores, audio_dim = prepare_stores(config, scenario, datasets, progress)
-        seed_all(config["seed"])
-        model = method_cls.build_model(config, scenario, audio_dim).to(fabric.device)
+        with fabric.rank_zero_first():
+            # Rank 0 builds every cache first (SynthAVS, pretrained encoders, decoded clips, audio
+            # embeddings); the other ranks then read them.
+            root = dataset_root(config, progress=show)
+            scenario, datasets = build_scenario_for(config, root)
+            method_cls = get_method_class(config["method"]["name"])
+            if config["protocol"]["name"] not in method_cls.protocols:
+                raise ValueError(f"method '{method_cls.name}' does not support protocol '{config['protocol']['name']}' "
+                                 f"(supports {', '.join(method_cls.protocols)})")
+            seed_all(config["seed"])
+            stores, audio_dim = prepare_stores(config, scenario, datasets, progress if show else None)
+            seed_all(config["seed"])
+            model = method_cls.build_model(config, scenario, audio_dim).to(fabric.device)
         ctx = EngineContext(fabric=fabric, config=config, log=run.log if fabric.is_global_zero else (lambda m: None))
         method = method_cls(model, method_cls.make_hparams(config["method"]), scenario, ctx)
 
+        # Rank 0 decides where to continue from, so every process resumes the same task.
+        latest = fabric.broadcast(run.latest_checkpoint())
         if fabric.is_global_zero:
             run.create()
             run.write_config(config)
+            check_or_write_scenario(run, scenario, resuming=latest is not None)
         state = LoopState()
-        latest = run.latest_checkpoint()
         if latest is not None:
             state = load_checkpoint(latest[1], method)
             ctx.log(f"resumed from {latest[1].name}: continuing at task {state.next_task}")
@@ -223,8 +253,10 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
                     f"seed {config['seed']}, data {root}")
             ctx.log(scenario.describe())
 
-        def on_task_end(t: int, st: LoopState) -> None:
-            if fabric.is_global_zero:
+        def on_task_end(t: int | None, st: LoopState) -> None:
+            if fabric.is_global_zero and t is None:  # the initial scores b
+                write_results(run, scenario, st, method, config)
+            elif fabric.is_global_zero:
                 save_checkpoint(run, t, method, st)
                 write_results(run, scenario, st, method, config)
                 last = st.profile["tasks"][-1]

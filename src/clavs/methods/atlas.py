@@ -72,6 +72,12 @@ class PathIntegralAnchor:
             self.omega[n].add_(torch.relu(self._w[n]) / (delta2 + self.xi))
             self.anchor[n] = p.detach().clone()
 
+    def path_snapshot(self) -> dict[str, torch.Tensor]:
+        return {n: w.clone() for n, w in self._w.items()}
+
+    def restore_path(self, snapshot: dict[str, torch.Tensor]) -> None:
+        self._w = {n: w.clone() for n, w in snapshot.items()}
+
     def penalty(self) -> torch.Tensor | None:
         if not self.anchor:
             return None
@@ -101,7 +107,10 @@ class Atlas(Method):
     def __init__(self, model, hparams, scenario, ctx):
         super().__init__(model, hparams, scenario, ctx)
         groups = self.parameter_groups()
-        anchored = [np for g in hparams.lra_groups if g in groups for np in groups[g]]
+        unknown = [g for g in hparams.lra_groups if g not in groups]
+        if unknown:
+            raise ValueError(f"method.lra_groups names unknown parameter groups {unknown}; groups: {sorted(groups)}")
+        anchored = [np for g in hparams.lra_groups for np in groups[g]]
         self.lra = PathIntegralAnchor(anchored, hparams.lra_xi) if hparams.lra and anchored else None
 
     def begin_task(self, task):
@@ -124,6 +133,13 @@ class Atlas(Method):
     def after_step(self):
         if self.lra:
             self.lra.record_step()
+
+    def selection_state(self):
+        return self.lra.path_snapshot() if self.lra else None
+
+    def restore_selection_state(self, state):
+        if self.lra and state is not None:  # importance of the path up to the selected epoch
+            self.lra.restore_path(state)
 
     def end_task(self, task, loader):
         if self.lra:

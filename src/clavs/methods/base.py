@@ -6,10 +6,12 @@ Hook order per task (the engine calls them; a method never copies the loop):
     begin_task(task)                               before the optimiser is built
     for each step:  out = model(batch)
                     terms = loss(batch, out)       dict of named loss terms; the engine sums them
-                    backward
+                    backward, gradient clipping
                     after_backward()               gradients present (gradient reweighting, SI's g)
                     optimiser step
                     after_step()                   parameters updated (path integrals)
+    after each epoch, model selection on validation data: selection_state() when an epoch is the best
+    so far, restore_selection_state() with the best epoch's weights
     end_task(task, loader)                         after model selection (Fisher, prototypes, anchors)
     predict(batch, task_id)                        evaluation (no gradients)
 State that must survive a resume lives in `state_dict()` / `load_state_dict()`.
@@ -166,6 +168,14 @@ class Method:
         if task_id is not None and out.get("class_logits") is not None:
             out["class_logits"] = restrict_to_task(out["class_logits"], self.scenario.tasks[task_id])
         return out
+
+    def selection_state(self) -> Any:
+        """Called when validation picks a new best epoch: the per-task state to restore with it (e.g.
+        a path integral accumulated so far), so that end_task sees state consistent with the weights."""
+        return None
+
+    def restore_selection_state(self, state: Any) -> None:
+        pass
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 from clavs.models.architectures.atlas import PARAMETER_GROUPS, AtlasNet, AtlasNetConfig
 from clavs.models.decoders import DECODERS, ProgressiveDecoder, build_decoder
+from clavs.models.encoders import Cnn14, TinyAudioCNN, create_visual_encoder
 from clavs.models.fusion import AudioConditioning, CrossModalAttentionFusion
 
-__all__ = ["AtlasNet", "AtlasNetConfig", "AudioConditioning", "CrossModalAttentionFusion", "DECODERS",
-           "PARAMETER_GROUPS", "ProgressiveDecoder", "build_decoder"]
+__all__ = ["AtlasNet", "AtlasNetConfig", "AudioConditioning", "Cnn14", "CrossModalAttentionFusion", "DECODERS",
+           "PARAMETER_GROUPS", "ProgressiveDecoder", "TinyAudioCNN", "build_decoder", "create_visual_encoder"]

@@ -23,6 +23,13 @@ def resolve_visual_weights(config: dict[str, Any]) -> str | None:
     return str(weights)
 
 
+def _targets(value: Any) -> tuple[str, ...] | None:
+    """model.lora_targets: null (Q/V of attention), a name ('qkv') or a list of names."""
+    if not value:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def atlas_net_config(config: dict[str, Any], scenario: Any, audio_dim: int, *, pre_conditioning: bool = True) -> AtlasNetConfig:
     mc = config["model"]
     return AtlasNetConfig(
@@ -36,7 +43,7 @@ def atlas_net_config(config: dict[str, Any], scenario: Any, audio_dim: int, *, p
         pre_conditioning=pre_conditioning,
         lora_r=mc["lora_r"],
         lora_alpha=mc["lora_alpha"],
-        lora_targets=tuple(mc["lora_targets"]) if mc["lora_targets"] else None,
+        lora_targets=_targets(mc["lora_targets"]),
         decoder_dim=mc["decoder_dim"],
         decoder_lora=mc["decoder_lora"],
         use_class_head=scenario.has_class_head,

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -34,9 +34,10 @@ LOG_FILE = "log.txt"
 DONE_FILE = "DONE"
 CHECKPOINT_DIR = "checkpoints"
 
-# Keys that change where or how fast a run executes but not what it computes: left out of the hash
-# so a run resumed on another machine or with more devices lands in the same directory.
-_HASH_EXCLUDED = ("runs_dir", "engine", "data.root_cache", "progress")
+# Keys that change where or how a run is shown, not what it computes, are left out of the hash.
+# (engine.threads is also left out: on the CPU it may change the last digits; the CPU presets fix it
+# to 1. Precision, devices and nodes stay in: they change the numbers, e.g. DDP's global batch.)
+_HASH_EXCLUDED = ("runs_dir", "progress", "engine.threads", "engine.accelerator")
 
 
 def config_hash(config: dict[str, Any], length: int = 8) -> str:
@@ -206,5 +207,3 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def iter_matrix(matrices: dict[str, Any], metric: str) -> Iterator[list[float | None]]:
-    yield from matrices["metrics"][metric]["R"]
