@@ -1,16 +1,13 @@
 """End-to-end runs of the one training loop on SynthAVS `smoke` (random tiny encoders: no pretraining)."""
 
-import json
 import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import torch
 
 from clavs.config import resolve_config
 from clavs.engine.loop import TrainingDiverged

@@ -1,11 +1,9 @@
 import json
-import math
-import os
 
 import pytest
 
 from clavs.results import RunDir, config_hash, list_runs, load_run, run_dir_for
-from clavs.utils.io import atomic_write_json, atomic_write_text
+from clavs.utils.io import atomic_write_json
 
 
 def _config(**kw):

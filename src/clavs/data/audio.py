@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import re
 from pathlib import Path
 
 import numpy as np

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any

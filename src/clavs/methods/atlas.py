@@ -21,7 +21,7 @@ from clavs.methods.base import Method, register, task_loss
 class AtlasHparams:
     lra: bool = True                 # Low-Rank Anchoring on/off (ablation: method.lra=false)
     pre_conditioning: bool = True    # audio-guided pre-fusion conditioning on/off (ablation)
-    lra_lambda: float = 20.0         # strength of the anchoring penalty (chosen on SynthAVS validation runs)
+    lra_lambda: float = 20.0         # strength of the anchoring penalty (see docs/reproducibility.md)
     lra_xi: float = 1e-3             # damping of the importance normaliser
     # What LRA anchors: the LoRA matrices and decoder weights (the paper) and, ours, the small fusion
     # modules in front of them, which otherwise drift freely and carry most of the forgetting.

@@ -20,7 +20,7 @@ State that must survive a resume lives in `state_dict()` / `load_state_dict()`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 import torch
