@@ -76,6 +76,22 @@ class LoRALayer:
         """A plain nn.Linear / nn.Conv2d whose weight is ``W0 + scaling * delta``."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def _adopt_base(self, base: nn.Module, r: int, alpha: float, dropout: float, freeze_base: bool, *,
+                    a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> None:
+        """Share the base's weight and bias (no copy), create the A/B pair, optionally freeze the base."""
+        self.weight = base.weight
+        self.bias = base.bias
+        self.r, self.alpha, self.scaling = r, float(alpha), float(alpha) / r
+        factory = dict(device=base.weight.device, dtype=base.weight.dtype)
+        self.lora_A = nn.Parameter(torch.empty(*a_shape, **factory))
+        self.lora_B = nn.Parameter(torch.empty(*b_shape, **factory))
+        _init_pair(self.lora_A, self.lora_B)
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if freeze_base:
+            for p in (self.weight, self.bias):
+                if p is not None:
+                    p.requires_grad_(False)
+
     def _fill_merged(self, out: nn.Module) -> nn.Module:
         """Copy ``W0 + scaling * delta`` and the bias into the plain layer `out`, keeping requires_grad."""
         with torch.no_grad():
@@ -100,18 +116,8 @@ class LoRALinear(nn.Linear, LoRALayer):
         _check_rank(r, alpha, dropout)
         nn.Module.__init__(self)  # not nn.Linear.__init__: it would allocate a fresh weight
         self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight = base.weight
-        self.bias = base.bias
-        self.r, self.alpha, self.scaling = r, float(alpha), float(alpha) / r
-        factory = dict(device=base.weight.device, dtype=base.weight.dtype)
-        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.empty(self.out_features, r, **factory))
-        _init_pair(self.lora_A, self.lora_B)
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        if freeze_base:
-            for p in (self.weight, self.bias):
-                if p is not None:
-                    p.requires_grad_(False)
+        self._adopt_base(base, r, alpha, dropout, freeze_base, a_shape=(r, self.in_features),
+                         b_shape=(self.out_features, r))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight, self.bias)
@@ -244,19 +250,9 @@ class LoRAConv2d(nn.Conv2d, LoRALayer):
         for attr in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
                      "transposed", "output_padding", "groups", "padding_mode", "_reversed_padding_repeated_twice"):
             setattr(self, attr, getattr(base, attr))
-        self.weight = base.weight
-        self.bias = base.bias
-        self.r, self.alpha, self.scaling = r, float(alpha), float(alpha) / r
-        factory = dict(device=base.weight.device, dtype=base.weight.dtype)
         kh, kw = base.kernel_size
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_channels, kh, kw, **factory))
-        self.lora_B = nn.Parameter(torch.empty(base.out_channels, r, **factory))
-        _init_pair(self.lora_A, self.lora_B)
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        if freeze_base:
-            for p in (self.weight, self.bias):
-                if p is not None:
-                    p.requires_grad_(False)
+        self._adopt_base(base, r, alpha, dropout, freeze_base, a_shape=(r, base.in_channels, kh, kw),
+                         b_shape=(base.out_channels, r))
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A.flatten(1)).view_as(self.weight)
