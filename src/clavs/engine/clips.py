@@ -38,6 +38,7 @@ class ClipStore:
     video_ids: list[str]
     waveforms: torch.Tensor | None = None
     audio: torch.Tensor | None = None
+    key: str = ""  # dataset_key of the decoded split (names its caches); not stored in the cache
 
     def __len__(self) -> int:
         return self.frames.shape[0]
@@ -69,15 +70,15 @@ def _collate_decode(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def decode_split(dataset: Any, split: str, image_size: int, *, use_cache: bool = True,
+def decode_split(dataset: Any, key: str, *, use_cache: bool = True,
                  progress: Callable[[int, int], None] | None = None, workers: int = 0) -> ClipStore:
-    """Decode every clip of `dataset` once (frames unnormalised, waveforms), cached on disk."""
-    key = dataset_key(dataset, split, image_size)
+    """Decode every clip of `dataset` once (frames unnormalised, waveforms), cached on disk under `key`
+    (see dataset_key)."""
     path = cache_home() / "clips" / f"{key}.pt"
     if use_cache and path.exists():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            return ClipStore(**blob)
+            return ClipStore(**blob, key=key)
         except Exception:  # a cache from another version: rebuild it
             pass
     loader = DataLoader(dataset, batch_size=16, shuffle=False, num_workers=workers, collate_fn=_collate_decode)
@@ -98,15 +99,15 @@ def decode_split(dataset: Any, split: str, image_size: int, *, use_cache: bool =
     }
     if use_cache:
         atomic_write(path, lambda f: torch.save(blob, f), "wb")
-    return ClipStore(**blob)
+    return ClipStore(**blob, key=key)
 
 
 @torch.no_grad()
-def embed_audio(store: ClipStore, encoder: torch.nn.Module, encoder_id: str, cache_key: str, *,
+def embed_audio(store: ClipStore, encoder: torch.nn.Module, encoder_id: str, *,
                 batch_size: int = 256, use_cache: bool = True,
                 progress: Callable[[int, int], None] | None = None) -> None:
     """Run the frozen audio encoder once over every frame-second; cached by (data, encoder)."""
-    key = hashlib.sha1(f"{cache_key}|{encoder_id}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{store.key}|{encoder_id}".encode()).hexdigest()[:16]
     path = cache_home() / "audio" / f"{key}.pt"
     if use_cache and path.exists():
         store.audio = torch.load(path, map_location="cpu", weights_only=True)

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from clavs.engine.clips import prepare_batch
+from clavs.methods.base import clip_class_logits, labelled_frames
 from clavs.metrics import SegmentationAccumulator
 
 
@@ -29,16 +30,12 @@ def evaluate_loader(method: Any, loader: DataLoader, *, task_id: int | None, has
             batch = fabric.to_device(batch)
         batch = prepare_batch(batch)
         out = method.predict(batch, task_id=task_id)
-        keep = batch["mask_valid"].reshape(-1)
-        logits = out["mask_logits"][keep][:, 0]
-        masks = batch["masks"].reshape(-1, *batch["masks"].shape[2:])[keep][:, 0]
-        acc.update(logits.float().cpu(), masks.cpu())
-        frames_seen += int(keep.sum())
+        logits, masks = labelled_frames(batch, out)
+        acc.update(logits[:, 0].float().cpu(), masks[:, 0].cpu())
+        frames_seen += logits.shape[0]
         cl = out.get("class_logits")
         if has_classes and cl is not None and cl.shape[-1] > 0:
-            B = batch["class_index"].shape[0]
-            clip_logits = cl.reshape(B, -1, cl.shape[-1]).mean(1)
-            pred = clip_logits.argmax(-1)
+            pred = clip_class_logits(cl, batch["class_index"].shape[0]).argmax(-1)
             target = batch["class_index"]
             valid = target >= 0
             correct += int((pred[valid] == target[valid]).sum())

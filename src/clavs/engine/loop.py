@@ -4,7 +4,6 @@ model selection on validation data, end_task, evaluate seen tasks + the next one
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import resource
@@ -78,6 +77,14 @@ def select_frames(batch: dict[str, Any], ids: list[int]) -> dict[str, Any]:
     return out
 
 
+def changing_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of what training can change (trainable parameters and buffers): the frozen base of a
+    large encoder is not copied at every new best epoch."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    buffers = {name for name, _ in model.named_buffers()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable or k in buffers}
+
+
 class Trainer:
     def __init__(self, method: Any, scenario: Any, stores: SplitStores, ctx: EngineContext, *,
                  progress: Any = None, on_task_end: Callable[[int | None, LoopState], None] | None = None):
@@ -113,21 +120,25 @@ class Trainer:
                           num_workers=tc["num_workers"], drop_last=False)
 
     # -- evaluation ------------------------------------------------------------------------
-    def evaluate_row(self, after_task: int | None, split: str = "test") -> dict[str, list[float]]:
-        """Scores after training `after_task` (None: before any training) on the tasks the scenario's
-        schedule names (seen tasks and the next one), NaN elsewhere; metric -> list of T values."""
+    def score_task(self, split: str, j: int) -> dict[str, float]:
+        """Every metric of `method.predict` on task j's clips of `split` (task id given only in TIL)."""
+        tid = j if self.scenario.tasks[j].task_id_visible else None
+        with self.fabric.autocast():
+            return evaluate_loader(self.method, self.loader(split, j, train=False), task_id=tid,
+                                   has_classes=self.scenario.has_class_head, fabric=self.fabric)
+
+    def evaluate_row(self, after_task: int | None) -> tuple[dict[str, list[float]], int]:
+        """Test scores after training `after_task` (None: before any training) on the tasks the
+        scenario's schedule names (seen tasks and the next one), NaN elsewhere: (metric -> list of T
+        values, frames scored)."""
         row: dict[str, list[float]] = {}
         frames = 0
         for j in self.scenario.tasks_to_evaluate(after_task):
-            tid = j if self.scenario.tasks[j].task_id_visible else None
-            with self.fabric.autocast():
-                scores = evaluate_loader(self.method, self.loader(split, j, train=False), task_id=tid,
-                                         has_classes=self.scenario.has_class_head, fabric=self.fabric)
+            scores = self.score_task("test", j)
             frames += scores.pop("_frames")
             for name, value in scores.items():
                 row.setdefault(name, [math.nan] * self.T)[j] = float(value)
-        self._eval_frames = frames
-        return row
+        return row, frames
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite on every process (all ranks must stop together under DDP)."""
@@ -191,16 +202,12 @@ class Trainer:
                     self.progress.update(bar, advance=1, description=f"task {t + 1}/{self.T} epoch {epoch + 1} loss {float(total):.3f}")
             stats["train_seconds"] += time.perf_counter() - start
             if tc["select_metric"] != "last" and len(task.val) > 0:
-                with self.fabric.autocast():
-                    score = evaluate_loader(self.method, self.loader("val", t, train=False),
-                                            task_id=t if task.task_id_visible else None,
-                                            has_classes=self.scenario.has_class_head, fabric=self.fabric)
-                value = score.get(tc["select_metric"], -math.inf)
+                value = self.score_task("val", t).get(tc["select_metric"], -math.inf)
                 if value > best_score:  # model selection on validation data only
-                    best_score, best_state, stats["best_epoch"] = value, copy.deepcopy(model.state_dict()), epoch
+                    best_score, best_state, stats["best_epoch"] = value, changing_state(model), epoch
                     best_method_state = self.method.selection_state()
         if best_state is not None:
-            model.load_state_dict(best_state)
+            model.load_state_dict(best_state, strict=False)
             self.method.restore_selection_state(best_method_state)
         if bar is not None:
             self.progress.remove_task(bar)
@@ -212,7 +219,7 @@ class Trainer:
         device = self.fabric.device
         if state.next_task == 0 and not state.b:
             start = time.perf_counter()
-            state.b = self.evaluate_row(None)
+            state.b, _ = self.evaluate_row(None)
             state.profile["initial_eval_seconds"] = time.perf_counter() - start
             if self.on_task_end:
                 self.on_task_end(None, state)
@@ -220,14 +227,14 @@ class Trainer:
             start = time.perf_counter()
             stats = self.train_task(t)
             eval_start = time.perf_counter()
-            row = self.evaluate_row(t)
+            row, eval_frames = self.evaluate_row(t)
             eval_seconds = time.perf_counter() - eval_start
             for name, values in row.items():
                 state.R.setdefault(name, [[math.nan] * self.T for _ in range(self.T)])[t] = values
             stats.update({
                 "eval_seconds": eval_seconds,
-                "eval_frames": self._eval_frames,
-                "eval_frames_per_s": self._eval_frames / eval_seconds if eval_seconds else None,
+                "eval_frames": eval_frames,
+                "eval_frames_per_s": eval_frames / eval_seconds if eval_seconds else None,
                 "train_frames_per_s": stats["train_frames"] / stats["train_seconds"] if stats["train_seconds"] else None,
                 "wall_seconds": time.perf_counter() - start,
                 "peak_memory_mb": peak_memory_mb(device),

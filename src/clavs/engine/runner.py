@@ -37,31 +37,34 @@ def dataset_root(config: dict[str, Any], *, progress: bool) -> Path:
                     progress=progress)
 
 
-def build_scenario_for(config: dict[str, Any], root: Path) -> tuple[Any, dict[str, Any]]:
-    """The Scenario of the config's protocol, and the readers of the three splits."""
+def open_datasets(config: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The readers of the three splits (S4 for TIL/CIL/DIL, MS3 for TF-CL), yielding waveforms."""
     from clavs.data.avsbench import AVSBenchMS3, AVSBenchS4
+
+    reader = AVSBenchMS3 if config["protocol"]["name"] == "tfcl" else AVSBenchS4
+    size = config["data"]["image_size"]
+    return {s: reader(root, split=s, image_size=size, audio="wav", normalize=False) for s in ("train", "val", "test")}
+
+
+def build_scenario_for(config: dict[str, Any], datasets: dict[str, Any], stores: dict[str, ClipStore]) -> Any:
+    """The Scenario of the config's protocol over the splits' records."""
     from clavs.protocols import build_scenario
 
     pc = config["protocol"]
-    reader = AVSBenchMS3 if pc["name"] == "tfcl" else AVSBenchS4
-    size = config["data"]["image_size"]
-    datasets = {s: reader(root, split=s, image_size=size, audio="wav", normalize=False) for s in ("train", "val", "test")}
     kwargs = dict(split=pc["split"], seed=config["seed"], class_order=pc["class_order"], variant=pc["variant"],
                   num_tasks=pc["num_tasks"], blur=pc["blur"])
     if pc["name"] == "tfcl" and not pc["num_tasks"]:
         # The paper's 50 tasks, or as many as the data allows (each task needs a train and a test video).
         kwargs["num_tasks"] = min(TFCL_PAPER_TASKS, len(datasets["train"]), len(datasets["test"]))
     if pc["name"] == "tfcl" and not all(r.sources for ds in datasets.values() for r in ds.records):
-        # Real MS3 does not say which objects sound: order the stream by cheap audio-visual statistics.
+        # Real MS3 does not say which objects sound: order the stream by cheap audio-visual statistics
+        # of the clips already decoded (no second read of the tree).
         from clavs.protocols import compute_video_features
 
-        features: dict[str, Any] = {}
-        for ds in datasets.values():
-            features.update(compute_video_features(ds))
-        kwargs["video_features"] = features
-    scenario = build_scenario(pc["name"], datasets["train"].records, datasets["val"].records,
-                              datasets["test"].records, **kwargs)
-    return scenario, datasets
+        kwargs["video_features"] = {name: vec for store in stores.values()
+                                    for name, vec in compute_video_features(store).items()}
+    return build_scenario(pc["name"], datasets["train"].records, datasets["val"].records,
+                          datasets["test"].records, **kwargs)
 
 
 def build_audio_encoder(config: dict[str, Any]) -> tuple[torch.nn.Module, str]:
@@ -104,26 +107,35 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-def prepare_stores(config: dict[str, Any], scenario: Any, datasets: dict[str, Any], progress: Any) -> tuple[SplitStores, int]:
+def decode_stores(config: dict[str, Any], datasets: dict[str, Any], progress: Any) -> dict[str, ClipStore]:
+    """Every split decoded once (frames, masks, waveforms), from the clip cache when it has them."""
     size = config["data"]["image_size"]
-    encoder, enc_id = build_audio_encoder(config)
     stores: dict[str, ClipStore] = {}
     for split, ds in datasets.items():
         bar = progress.add_task(f"decode {split}", total=len(ds)) if progress else None
         cb = (lambda d, n, bar=bar: progress.update(bar, completed=d)) if progress else None
-        store = decode_split(ds, split, size, use_cache=config["data"]["cache_frames"], progress=cb,
-                             workers=min(2, os.cpu_count() or 1))
-        key = dataset_key(ds, split, size)
+        stores[split] = decode_split(ds, dataset_key(ds, split, size), use_cache=config["data"]["cache_frames"],
+                                     progress=cb, workers=min(2, os.cpu_count() or 1))
         if progress:
-            progress.update(bar, description=f"embed audio {split}", completed=0, total=len(ds) * store.waveforms.shape[1])
-        cb2 = (lambda d, n, bar=bar: progress.update(bar, completed=d)) if progress else None
-        embed_audio(store, encoder, enc_id, key, use_cache=config["data"]["cache_frames"], progress=cb2)
+            progress.remove_task(bar)
+    return stores
+
+
+def embed_stores(config: dict[str, Any], datasets: dict[str, Any], stores: dict[str, ClipStore], scenario: Any,
+                 progress: Any) -> tuple[SplitStores, int]:
+    """Run the frozen audio encoder once per clip (cached) and map every clip to its model class index."""
+    encoder, enc_id = build_audio_encoder(config)
+    for split, store in stores.items():
+        total = len(store) * store.waveforms.shape[1]
+        bar = progress.add_task(f"embed audio {split}", total=total) if progress else None
+        cb = (lambda d, n, bar=bar: progress.update(bar, completed=d)) if progress else None
+        embed_audio(store, encoder, enc_id, use_cache=config["data"]["cache_frames"], progress=cb)
         store.waveforms = None  # embedded once; the raw audio is not needed again
-        stores[split] = store
         if progress:
             progress.remove_task(bar)
     class_index = {s: torch.tensor(scenario.class_indices_of(datasets[s].records), dtype=torch.long) for s in stores}
-    return SplitStores(train=stores["train"], val=stores["val"], test=stores["test"], class_index=class_index), int(stores["train"].audio.shape[-1])
+    return SplitStores(train=stores["train"], val=stores["val"], test=stores["test"], class_index=class_index), \
+        int(stores["train"].audio.shape[-1])
 
 
 def save_checkpoint(run: RunDir, t: int, method: Any, state: LoopState) -> Path:
@@ -177,18 +189,15 @@ def load_checkpoint(path: Path, method: Any) -> LoopState:
     return LoopState(next_task=loop["next_task"], R=loop["R"], b=loop["b"], profile=loop["profile"])
 
 
-def write_results(run: RunDir, scenario: Any, state: LoopState, method: Any, config: dict[str, Any]) -> None:
+def write_results(run: RunDir, scenario: Any, state: LoopState, method: Any) -> None:
     from clavs.metrics import continual_summary
 
     T = len(scenario.tasks)
     empty = [[float("nan")] * T for _ in range(T)]  # rows not trained yet
     matrices = {name: {"R": state.R.get(name, empty), "b": state.b.get(name)} for name in {**state.b, **state.R}}
     run.write_matrices(T, matrices)
-    summary = {}
-    if state.next_task == T:
-        summary = {name: continual_summary(m["R"], m["b"]) for name, m in matrices.items()}
-    if summary:
-        run.write_summary(summary)
+    if state.next_task == T:  # the summary is of the finished matrices only
+        run.write_summary({name: continual_summary(m["R"], m["b"]) for name, m in matrices.items()})
     total = sum(p.numel() for p in method.model.parameters())
     trainable = max((t.get("trainable_parameters", 0) for t in state.profile["tasks"]), default=0)
     profile = dict(state.profile)
@@ -224,14 +233,16 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
         with fabric.rank_zero_first():
             # Rank 0 builds every cache first (SynthAVS, pretrained encoders, decoded clips, audio
             # embeddings); the other ranks then read them.
-            root = dataset_root(config, progress=show)
-            scenario, datasets = build_scenario_for(config, root)
             method_cls = get_method_class(config["method"]["name"])
             if config["protocol"]["name"] not in method_cls.protocols:
                 raise ValueError(f"method '{method_cls.name}' does not support protocol '{config['protocol']['name']}' "
                                  f"(supports {', '.join(method_cls.protocols)})")
+            root = dataset_root(config, progress=show)
+            datasets = open_datasets(config, root)
+            decoded = decode_stores(config, datasets, progress)
+            scenario = build_scenario_for(config, datasets, decoded)
             seed_all(config["seed"])
-            stores, audio_dim = prepare_stores(config, scenario, datasets, progress if show else None)
+            stores, audio_dim = embed_stores(config, datasets, decoded, scenario, progress)
             seed_all(config["seed"])
             model = method_cls.build_model(config, scenario, audio_dim).to(fabric.device)
         ctx = EngineContext(fabric=fabric, config=config, log=run.log if fabric.is_global_zero else (lambda m: None))
@@ -254,10 +265,10 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
 
         def on_task_end(t: int | None, st: LoopState) -> None:
             if fabric.is_global_zero and t is None:  # the initial scores b
-                write_results(run, scenario, st, method, config)
+                write_results(run, scenario, st, method)
             elif fabric.is_global_zero:
                 save_checkpoint(run, t, method, st)
-                write_results(run, scenario, st, method, config)
+                write_results(run, scenario, st, method)
                 last = st.profile["tasks"][-1]
                 ctx.log(f"task {t} done in {last['wall_seconds']:.1f}s; "
                         + ", ".join(f"{k}={st.R[k][t][t]:.2f}" for k in ("map", "maxf", "miou") if k in st.R))
@@ -269,7 +280,7 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             ctx.log(f"STOPPED: {e}")
             raise
         if fabric.is_global_zero:
-            write_results(run, scenario, state, method, config)
+            write_results(run, scenario, state, method)
             run.mark_done()
             ctx.log("DONE")
     return run.path

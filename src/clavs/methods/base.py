@@ -193,11 +193,21 @@ def valid_frames(batch: dict[str, Any]) -> torch.Tensor:
     return batch["mask_valid"].reshape(-1)
 
 
+def labelled_frames(batch: dict[str, Any], out: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask logits and ground-truth masks [K,1,H,W] of the K frames that carry ground truth."""
+    keep = valid_frames(batch)
+    return out["mask_logits"][keep], batch["masks"].flatten(0, 1)[keep]
+
+
+def clip_class_logits(class_logits: torch.Tensor, clips: int) -> torch.Tensor:
+    """[B*T, C] frame logits -> [B, C]: one class prediction per clip (the mean over its frames)."""
+    return class_logits.reshape(clips, -1, class_logits.shape[-1]).mean(1)
+
+
 def segmentation_loss(batch: dict[str, Any], out: dict[str, Any]) -> dict[str, torch.Tensor]:
     """BCE + soft Dice on the frames with ground truth (the foreground/background imbalance is heavy)."""
-    keep = valid_frames(batch)
-    logits = out["mask_logits"][keep].float()
-    target = batch["masks"].reshape(-1, *batch["masks"].shape[2:])[keep].float()
+    logits, target = labelled_frames(batch, out)
+    logits, target = logits.float(), target.float()
     bce = F.binary_cross_entropy_with_logits(logits, target)
     prob = torch.sigmoid(logits).flatten(1)
     tgt = target.flatten(1)
@@ -219,9 +229,7 @@ def classification_loss(batch: dict[str, Any], out: dict[str, Any], scenario: "S
     if logits is None or not scenario.has_class_head:
         return None
     target = batch["class_index"]  # [B], model class index; -1 = unknown
-    B = target.shape[0]
-    T = logits.shape[0] // B
-    logits = logits.reshape(B, T, -1).mean(1)  # one prediction per clip
+    logits = clip_class_logits(logits, target.shape[0])
     if task is not None and task.task_id_visible:
         logits = restrict_to_task(logits, task)
     keep = target >= 0
