@@ -3,3 +3,18 @@ import os
 # Tests never touch the network: any hub lookup must fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def clavs_home(tmp_path_factory):
+    """CLAVS_HOME pointed at a fresh folder for one test module (SynthAVS and caches built there)."""
+    home = tmp_path_factory.mktemp("clavs_home")
+    old = os.environ.get("CLAVS_HOME")
+    os.environ["CLAVS_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("CLAVS_HOME", None)
+    else:
+        os.environ["CLAVS_HOME"] = old

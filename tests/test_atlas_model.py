@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from clavs.models.architectures.atlas import PARAMETER_GROUPS, AtlasNet, AtlasNetConfig
+from helpers import av_batch
 from clavs.models.encoders.lora import LoRAConv2d, LoRASlicedLinear, merge_lora
 
 B, T, H, W, DA = 2, 5, 64, 64, 24
@@ -33,12 +34,12 @@ def _perturb(params, seed: int = 5, std: float = 0.2) -> None:
 def test_output_shapes_at_64_with_five_frames():
     net = _net().eval()
     frames, audio = _inputs()
-    out = net(frames, audio)
+    out = net(av_batch(frames, audio))
     n = B * T
     grid = net.visual.img_size // net.visual.token_reduction
-    assert out["mask_logits"].shape == (n, 1, H, W)
-    assert out["class_logits"].shape == (n, 4)
-    f = out["features"]
+    assert out.mask_logits.shape == (n, 1, H, W)
+    assert out.class_logits.shape == (n, 4)
+    f = out.features
     assert f["visual_tokens"].shape == (n, grid * grid, net.visual.token_dim)
     assert f["conditioned"].shape == f["visual_tokens"].shape
     assert f["fused"].shape == (n, grid * grid, 32) and f["pooled"].shape == (n, 32)
@@ -49,9 +50,9 @@ def test_output_shapes_at_64_with_five_frames():
 
 def test_no_class_logits_without_classes_or_head():
     frames, audio = _inputs()
-    assert _net(num_classes=0).eval()(frames, audio)["class_logits"] is None
+    assert _net(num_classes=0).eval()(av_batch(frames, audio)).class_logits is None
     net = _net(use_class_head=False, num_classes=3)
-    assert net.eval()(frames, audio)["class_logits"] is None
+    assert net.eval()(av_batch(frames, audio)).class_logits is None
     with pytest.raises(ValueError, match="use_class_head=False"):
         net.add_classes(2)
 
@@ -65,13 +66,13 @@ def test_pre_conditioning_is_identity_at_init_and_switch_changes_parameters():
     assert names_on - names_off == {n for n, _ in on.named_parameter_groups()["conditioning"]} != set()
     assert names_off <= names_on and off.named_parameter_groups()["conditioning"] == []
     frames, audio = _inputs()
-    out_on, out_off = on(frames, audio), off(frames, audio)
-    assert torch.equal(out_on["features"]["conditioned"], out_on["features"]["visual_tokens"])
-    assert torch.equal(out_on["mask_logits"], out_off["mask_logits"])
-    assert torch.equal(out_on["class_logits"], out_off["class_logits"])
+    out_on, out_off = on(av_batch(frames, audio)), off(av_batch(frames, audio))
+    assert torch.equal(out_on.features["conditioned"], out_on.features["visual_tokens"])
+    assert torch.equal(out_on.mask_logits, out_off.mask_logits)
+    assert torch.equal(out_on.class_logits, out_off.class_logits)
     # once the last layer moves away from zero, the audio does modulate the tokens
     _perturb(on.conditioning.mlp[-1].parameters())
-    assert not torch.allclose(on(frames, audio)["mask_logits"], out_off["mask_logits"])
+    assert not torch.allclose(on(av_batch(frames, audio)).mask_logits, out_off.mask_logits)
 
 
 def test_parameter_groups_partition_the_model_and_only_the_base_encoder_is_frozen():
@@ -81,6 +82,9 @@ def test_parameter_groups_partition_the_model_and_only_the_base_encoder_is_froze
     listed = [id(p) for members in groups.values() for _, p in members]
     assert len(listed) == len(set(listed)) == len(list(net.parameters()))
     for group, members in groups.items():
+        if group == "mask_head":  # per-task mask heads exist only with task_heads=True (TIL)
+            assert members == []
+            continue
         assert members, f"group {group} is empty"
         trainable = {p.requires_grad for _, p in members}
         assert trainable == ({False} if group == "visual" else {True}), group
@@ -96,8 +100,8 @@ def test_parameter_groups_partition_the_model_and_only_the_base_encoder_is_froze
 def test_gradients_reach_only_trainable_groups_and_base_stays_fixed():
     net = _net().train()
     frames, audio = _inputs()
-    out = net(frames, audio)
-    loss = out["mask_logits"].sigmoid().mean() + out["class_logits"].logsumexp(1).mean()
+    out = net(av_batch(frames, audio))
+    loss = out.mask_logits.sigmoid().mean() + out.class_logits.logsumexp(1).mean()
     loss.backward()
     groups = net.named_parameter_groups()
     assert all(p.grad is None for _, p in groups["visual"])
@@ -118,13 +122,13 @@ def test_class_head_growth_keeps_old_rows_and_logits():
     assert net.num_classes == 0 and net.named_parameter_groups()["class_head"] == []
     frames, audio = _inputs()
     net.add_classes(3)
-    first = net(frames, audio)["class_logits"].detach()
+    first = net(av_batch(frames, audio)).class_logits.detach()
     old_w = net.class_head.weight.detach().clone()
     old_b = net.class_head.bias.detach().clone()
     net.add_classes(2)
     assert net.num_classes == 5
     assert torch.equal(net.class_head.weight[:3], old_w)
-    second = net(frames, audio)["class_logits"]
+    second = net(av_batch(frames, audio)).class_logits
     assert second.shape == (B * T, 5)
     # same rows, same pooled features; only BLAS blocking of a wider matmul may differ in the last bit
     torch.testing.assert_close(second[:, :3], first, rtol=0, atol=1e-6)
@@ -138,10 +142,10 @@ def test_audio_context_clip_vs_frame_dependency_structure():
     for context in ("frame", "clip"):
         net = _net(audio_context=context).eval()
         _perturb(net.conditioning.mlp[-1].parameters())  # let the conditioning use the audio too
-        base = net(frames, audio)["mask_logits"].view(B, T, 1, H, W)
+        base = net(av_batch(frames, audio)).mask_logits.view(B, T, 1, H, W)
         changed_audio = audio.clone()
         changed_audio[0, 2] += 3.0  # clip 0, second 2
-        new = net(frames, changed_audio)["mask_logits"].view(B, T, 1, H, W)
+        new = net(av_batch(frames, changed_audio)).mask_logits.view(B, T, 1, H, W)
         moved = [[not torch.allclose(new[b, t], base[b, t]) for t in range(T)] for b in range(B)]
         assert moved[1] == [False] * T, "the other clip must not see this audio"
         expected = [t == 2 for t in range(T)] if context == "frame" else [True] * T
@@ -151,14 +155,14 @@ def test_audio_context_clip_vs_frame_dependency_structure():
 def test_same_seed_same_outputs_and_merged_lora_export_matches():
     frames, audio = _inputs()
     a, b = _net(seed=3).eval(), _net(seed=3).eval()
-    assert torch.equal(a(frames, audio)["mask_logits"], b(frames, audio)["mask_logits"])
+    assert torch.equal(a(av_batch(frames, audio)).mask_logits, b(av_batch(frames, audio)).mask_logits)
     _perturb([p for n, p in a.named_parameters() if ".lora_" in n])
-    adapted = a(frames, audio)
+    adapted = a(av_batch(frames, audio))
     merged_names = merge_lora(a)
     assert merged_names and not any(".lora_" in n for n, _ in a.named_parameters())
-    merged = a(frames, audio)
-    torch.testing.assert_close(merged["mask_logits"], adapted["mask_logits"], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(merged["class_logits"], adapted["class_logits"], rtol=1e-4, atol=1e-4)
+    merged = a(av_batch(frames, audio))
+    torch.testing.assert_close(merged.mask_logits, adapted.mask_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(merged.class_logits, adapted.class_logits, rtol=1e-4, atol=1e-4)
 
 
 def test_decoder_lora_switch_and_base_trainability():
@@ -179,18 +183,18 @@ def test_pvt_v2_backbone_variant_runs_with_q_kv_lora():
     net = _net(visual="pvt_v2_b0", img_size=H).eval()
     assert isinstance(net.visual.model.stages[0].blocks[0].attn.kv, LoRASlicedLinear)
     frames, audio = _inputs(b=1)
-    out = net(frames, audio)
-    assert out["mask_logits"].shape == (T, 1, H, W)
+    out = net(av_batch(frames, audio))
+    assert out.mask_logits.shape == (T, 1, H, W)
     assert net.decoder.skip_levels == [3, 2, 1, 0]  # native strides 4, 8, 16, 32 below the stride-32 input
 
 
 def test_bad_inputs_and_config_are_rejected_with_clear_messages():
     net = _net().eval()
     frames, audio = _inputs()
-    with pytest.raises(ValueError, match=r"audio_emb must be \[B=2, T=5, D_a=24\]"):
-        net(frames, audio[..., :10])
+    with pytest.raises(ValueError, match=r"audio must be \[B=2, T=5, D_a=24\]"):
+        net(av_batch(frames, audio[..., :10]))
     with pytest.raises(ValueError, match=r"frames must be \[B, T, 3, H, W\]"):
-        net(frames[:, 0], audio)
+        net(av_batch(frames[:, 0], audio))
     with pytest.raises(ValueError, match=r"unknown AtlasNetConfig key\(s\) \['dimm'\]"):
         AtlasNetConfig.from_dict({"dimm": 3})
     with pytest.raises(ValueError, match="audio_context"):
@@ -207,13 +211,13 @@ def test_state_dict_round_trip_and_deepcopy_reproduce_outputs(tmp_path):
     net = _net(seed=1).eval()
     _perturb([p for n, p in net.named_parameters() if ".lora_" in n or n.startswith("conditioning.")])
     frames, audio = _inputs()
-    want = net(frames, audio)["mask_logits"]
+    want = net(av_batch(frames, audio)).mask_logits
     torch.save(net.state_dict(), tmp_path / "atlas.pt")
     fresh = _net(seed=2).eval()
     fresh.load_state_dict(torch.load(tmp_path / "atlas.pt", weights_only=True), strict=True)
-    assert torch.equal(fresh(frames, audio)["mask_logits"], want)
+    assert torch.equal(fresh(av_batch(frames, audio)).mask_logits, want)
     twin = copy.deepcopy(net)
-    assert torch.equal(twin(frames, audio)["mask_logits"], want)
+    assert torch.equal(twin(av_batch(frames, audio)).mask_logits, want)
     assert all(a is not b for a, b in zip(twin.parameters(), net.parameters()))
 
 
@@ -226,7 +230,7 @@ def test_a_few_steps_fit_a_single_batch():
     losses = []
     for _ in range(15):
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(frames, audio)["mask_logits"], target)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(av_batch(frames, audio)).mask_logits, target)
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -238,9 +242,9 @@ def test_frame_ids_decode_the_same_frames_as_a_full_pass():
     net = AtlasNet(AtlasNetConfig(img_size=32, dim=32, num_heads=2, decoder_dim=16, audio_dim=16, num_classes=3))
     net.eval()
     frames, audio = torch.rand(2, 5, 3, 32, 32), torch.randn(2, 5, 16)
-    full = net(frames, audio)
-    part = net(frames, audio, frame_ids=[0, 3])
-    want = full["mask_logits"].reshape(2, 5, 1, 32, 32)[:, [0, 3]].reshape(4, 1, 32, 32)
-    torch.testing.assert_close(part["mask_logits"], want, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(part["class_logits"], full["class_logits"].reshape(2, 5, 3)[:, [0, 3]].reshape(4, 3),
+    full = net(av_batch(frames, audio))
+    part = net(av_batch(frames, audio, frame_ids=[0, 3]))
+    want = full.mask_logits.reshape(2, 5, 1, 32, 32)[:, [0, 3]].reshape(4, 1, 32, 32)
+    torch.testing.assert_close(part.mask_logits, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(part.class_logits, full.class_logits.reshape(2, 5, 3)[:, [0, 3]].reshape(4, 3),
                                rtol=1e-5, atol=1e-5)

@@ -134,3 +134,20 @@ def test_summaries_for_several_metrics():
 def test_bad_input(R, b, error, message):
     with pytest.raises(error, match=message):
         continual_summary(R, b)
+
+
+def test_anytime_auc_is_the_mean_score_over_the_clips_of_the_stream():
+    from clavs.metrics import anytime_auc
+
+    rng = np.random.default_rng(0)
+    steps = np.sort(rng.choice(np.arange(1, 400), size=12, replace=False))
+    scores = rng.uniform(0, 100, size=12)
+    # oracle: every clip of the stream carries the score of the first evaluation after it
+    per_clip = [scores[k] for k in range(12) for _ in range(int(steps[k] - (steps[k - 1] if k else 0)))]
+    assert anytime_auc(steps.tolist(), scores.tolist()) == pytest.approx(float(np.mean(per_clip)), rel=1e-12)
+    assert anytime_auc([10], [42.0]) == 42.0
+    assert math.isnan(anytime_auc([], []))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        anytime_auc([5, 3], [1.0, 2.0])
+    with pytest.raises(ValueError, match="2 points but scores has 1"):
+        anytime_auc([1, 2], [1.0])

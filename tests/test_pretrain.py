@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from clavs import pretrain
-from clavs.data.synth_identities import benchmark_identities
+from clavs.data.synth.identities import benchmark_identities
 from clavs.models.encoders.audio_tiny import TinyAudioCNN
 from clavs.models.encoders.visual import create_visual_encoder
 from clavs.pretrain import (DEFAULT, FAST, VERSION, PretrainSettings, ensure_pretrained, make_audio_data,
@@ -44,9 +44,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _normalised(images: torch.Tensor) -> torch.Tensor:
     """The engine's own frame preparation (so pretraining and training see the same inputs)."""
-    from clavs.engine.clips import prepare_batch
+    from clavs.batch import Batch
 
-    return prepare_batch({"frames": images[:, None], "masks": torch.zeros(1)})["frames"][:, 0]
+    n = images.shape[0]
+    batch = Batch(frames=images[:, None], audio=torch.zeros(n, 1, 1), masks=torch.zeros(n, 1, 1, 1, 1, dtype=torch.uint8),
+                  mask_valid=torch.ones(n, 1, dtype=torch.bool), class_index=torch.zeros(n, dtype=torch.long),
+                  task_id=torch.zeros(n, dtype=torch.long), index=torch.arange(n))
+    return batch.prepared().frames[:, 0]
 
 
 def _nearest_centroid_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -112,7 +116,7 @@ def test_second_call_returns_the_cache_without_retraining(home: Path, monkeypatc
     def no_training(*args, **kwargs):
         raise AssertionError("retrained although cached")
 
-    monkeypatch.setattr(pretrain, "pretrain_audio", no_training)
+    monkeypatch.setattr(pretrain.train, "pretrain_audio", no_training)  # what ensure_pretrained calls
     assert ensure_pretrained("audio", progress=False, settings=MICRO) == path
     assert path.stat().st_mtime_ns == stamp
     monkeypatch.undo()
@@ -126,9 +130,16 @@ def test_second_call_returns_the_cache_without_retraining(home: Path, monkeypatc
     assert path.with_suffix(".json").is_file() and path.read_bytes() == before
 
 
-def test_cache_paths(home: Path):
-    assert pretrained_path("visual") == home / "pretrained" / f"v{VERSION}" / "visual_tiny.pt"
-    assert pretrained_path("audio") == home / "pretrained" / f"v{VERSION}" / "audio_tiny.pt"
+def test_cache_paths(home: Path, monkeypatch: pytest.MonkeyPatch):
+    from clavs.utils.kernels import PIN
+
+    for key, value in PIN.items():  # the CPU kernels are part of the key (utils/kernels.py)
+        monkeypatch.setenv(key, value)
+    assert pretrained_path("visual") == home / "pretrained" / f"v{VERSION}-avx2" / "visual_tiny.pt"
+    assert pretrained_path("audio") == home / "pretrained" / f"v{VERSION}-avx2" / "audio_tiny.pt"
+    monkeypatch.setenv("MKL_CBWR", "AUTO")
+    assert pretrained_path("audio") == home / "pretrained" / f"v{VERSION}-native" / "audio_tiny.pt"
+    monkeypatch.setenv("MKL_CBWR", PIN["MKL_CBWR"])
     other = pretrained_path("audio", MICRO)
     assert other.parent != pretrained_path("audio").parent and other.name == "audio_tiny.pt"
     assert pretrained_path("audio", replace(MICRO, seed=1)) != other

@@ -17,8 +17,9 @@ from PIL import Image
 from clavs.data import synth
 from clavs.data.audio import avsbench_logmel, read_wav
 from clavs.data.categories import S4_CATEGORIES
-from clavs.data.synth_identities import hamming
-from clavs.data.synth_render import DOMAINS, PlacedObject, render_frame
+from clavs.data.synth.build import _manifest
+from clavs.data.synth.identities import hamming
+from clavs.data.synth.render import DOMAINS, PlacedObject, render_frame
 
 SMOKE = synth.PRESETS["smoke"]
 
@@ -158,7 +159,7 @@ def test_existing_build_is_reused_and_conflicts_are_refused(built, tmp_path):
 def test_interrupted_build_is_redone(tmp_path):
     tiny = synth.SynthPreset(s4_train=1, s4_val=0, s4_test=0, ms3_train=1, ms3_val=0, ms3_test=0)
     root = tmp_path / "partial"
-    manifest = synth._manifest("custom", tiny, 0, complete=False)
+    manifest = _manifest("custom", tiny, 0, complete=False)
     (root / "Single-source/s4_data").mkdir(parents=True)
     (root / "Single-source/s4_data/stale.txt").write_text("left by a killed build")
     (root / "synthavs.json").write_text(json.dumps(manifest))

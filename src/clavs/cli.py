@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -173,22 +174,30 @@ def cmd_table(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from clavs.reports.tables import METRIC_TITLES, SUMMARY_KEYS
+    from clavs.metrics.names import ANYTIME_KEY, METRIC_TITLES, SUMMARY_KEYS
     from clavs.results.aggregate import aggregate
 
-    rows = aggregate(args.runs_dir, args.metric)
+    rows = aggregate(args.runs_dir, args.metric, split=args.split)
     if not rows:
-        print(f"no finished runs with metric '{args.metric}' under {args.runs_dir}", file=sys.stderr)
+        print(f"no finished runs with metric '{args.metric}' ({args.split}) under {args.runs_dir}", file=sys.stderr)
         return 1
-    table = Table(title=f"{METRIC_TITLES.get(args.metric, args.metric)}: mean ± std over seeds (x100)")
-    for col in ("experiment", "protocol", "method", "seeds"):
+    keys = SUMMARY_KEYS + ((ANYTIME_KEY,) if any(not math.isnan(r["a_auc"][0]) for r in rows) else ())
+    table = Table(title=f"{METRIC_TITLES.get(args.metric, args.metric)} on {args.split} clips: mean ± std over "
+                        f"seeds (x100); E = uses exemplars")
+    for col in ("experiment", "protocol", "method", "E", "seeds"):
         table.add_column(col)
-    for _, title in SUMMARY_KEYS:
+    for _, title in keys:
         table.add_column(title, justify="right")
+
+    def cell(mean_std: tuple[float, float], n: int) -> str:
+        mean, std = mean_std
+        if math.isnan(mean):
+            return "·"
+        return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
+
     for r in rows:
-        table.add_row(r["experiment"], r["protocol"], r["method"], ",".join(map(str, r["seeds"])),
-                      *[f"{r[k][0]:.2f} ± {r[k][1]:.2f}" if len(r["seeds"]) > 1 else f"{r[k][0]:.2f}"
-                        for k, _ in SUMMARY_KEYS])
+        table.add_row(r["experiment"], r["protocol"], r["label"], "E" if r["uses_exemplars"] else "",
+                      ",".join(map(str, r["seeds"])), *[cell(r[k], len(r["seeds"])) for k, _ in keys])
     Console(width=max(160, Console().width)).print(table)
     return 0
 
@@ -196,10 +205,13 @@ def cmd_table(args: argparse.Namespace) -> int:
 def cmd_methods(args: argparse.Namespace) -> int:
     from clavs.methods import available_methods, get_method_class
 
+    from clavs.methods.base import FAMILIES
+
     for name in available_methods():
         cls = get_method_class(name)
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"{name:12s} {doc}")
+        marks = f"{FAMILIES[cls.family]}{', exemplars' if cls.uses_exemplars else ''}"
+        print(f"{name:10s} {doc}  [{marks}]")
     return 0
 
 
@@ -244,9 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="also write the accuracy matrix as a heatmap")
     p = sub.add_parser("runs", help="list the run directories under a folder")
     p.add_argument("runs_dir", nargs="?", default="runs")
-    p = sub.add_parser("table", help="summary of finished runs, mean ± std over seeds, per experiment/protocol/method")
+    p = sub.add_parser("table", help="summary of finished runs, mean ± std over seeds; one row per config "
+                                     "(runs differing in more than the seed are separate rows)")
     p.add_argument("runs_dir", nargs="?", default="runs")
     p.add_argument("--metric", default="map", help="metric (default map)")
+    p.add_argument("--split", choices=["test", "val"], default="test",
+                   help="test clips (reported numbers) or validation clips (what choices are made on)")
     sub.add_parser("methods", help="list the available methods")
     p = sub.add_parser("pretrain", help="pretrain the tiny encoders on synthetic classes disjoint from the 23 "
                                         "(cached under $CLAVS_HOME or $XDG_CACHE_HOME/clavs)")
@@ -266,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from clavs.utils.kernels import pin_cpu_kernels
+
+    pin_cpu_kernels()  # before torch runs a kernel: the same numbers on every x86-64 CPU
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:  # options and key=value overrides may come in any order

@@ -10,11 +10,14 @@ from typing import Any, Iterable
 
 import yaml
 
+from clavs.metrics.names import MATRIX_METRICS
+from clavs.protocols.scenario import PROTOCOLS
+
 PRESETS = ("smoke", "default", "paper")
 _DECIMAL_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 # The split a protocol uses unless the user names one (TF-CL runs on MS3 with the paper's 31-5).
 DEFAULT_SPLITS = {"til": "11-2", "cil": "11-2", "dil": "11-2", "tfcl": "31-5"}
-SELECT_METRICS = ("map", "maxf", "maxf_official", "miou", "aupr", "dice", "f1", "acc", "last")
+SELECT_METRICS = MATRIX_METRICS + ("last",)
 
 
 class ConfigError(ValueError):
@@ -133,8 +136,13 @@ def resolve_config(
 
 def validate_config(config: dict[str, Any]) -> None:
     protocol = config["protocol"]["name"]
-    if protocol not in ("til", "cil", "dil", "tfcl"):
-        raise ConfigError(f"protocol.name='{protocol}' is not one of til, cil, dil, tfcl")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol.name='{protocol}' is not one of {', '.join(PROTOCOLS)}")
+    if config["protocol"]["boundaries"] not in ("hidden", "visible"):
+        raise ConfigError(f"protocol.boundaries={config['protocol']['boundaries']!r} is not one of hidden, visible")
+    every = config["protocol"]["anytime_every"]
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 0):
+        raise ConfigError(f"protocol.anytime_every={every!r} must be null or an integer >= 0 (training steps)")
     for key in ("train.epochs", "train.batch_size", "train.eval_batch_size", "data.image_size"):
         section, leaf = key.split(".")
         value = config[section][leaf]

@@ -387,3 +387,6 @@ class AVSBenchMS3(_AVSBenchDataset):
     """AVSBench MS3 (multiple sources): no category (label -1, category ''); all 5 frames have masks."""
 
     kind: Kind = "ms3"
+
+# The readers by AVSBench subset (the engine picks one per protocol).
+READERS = {"s4": AVSBenchS4, "ms3": AVSBenchMS3}

@@ -4,7 +4,6 @@ a PNG or runs the frozen audio encoder again."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -13,16 +12,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from clavs.utils.io import atomic_write
+from clavs.utils.paths import cache_home  # noqa: F401  (re-exported for older imports)
 
 _CACHE_VERSION = "1"
-
-
-def cache_home() -> Path:
-    """$CLAVS_HOME, else $XDG_CACHE_HOME/clavs, else ~/.cache/clavs."""
-    if os.environ.get("CLAVS_HOME"):
-        return Path(os.environ["CLAVS_HOME"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "clavs"
 
 
 @dataclass
@@ -107,7 +99,9 @@ def embed_audio(store: ClipStore, encoder: torch.nn.Module, encoder_id: str, *,
                 batch_size: int = 256, use_cache: bool = True,
                 progress: Callable[[int, int], None] | None = None) -> None:
     """Run the frozen audio encoder once over every frame-second; cached by (data, encoder)."""
-    key = hashlib.sha1(f"{store.key}|{encoder_id}".encode()).hexdigest()[:16]
+    from clavs.utils.kernels import kernel_tag
+
+    key = hashlib.sha1(f"{store.key}|{encoder_id}|{kernel_tag()}".encode()).hexdigest()[:16]
     path = cache_home() / "audio" / f"{key}.pt"
     if use_cache and path.exists():
         store.audio = torch.load(path, map_location="cpu", weights_only=True)
@@ -133,7 +127,8 @@ def embed_audio(store: ClipStore, encoder: torch.nn.Module, encoder_id: str, *,
 
 
 class ClipSubset(Dataset):
-    """The clips of one task in one split, as batch items (frames still uint8: normalised per batch)."""
+    """The clips of one task in one split, as items of a `Batch` (frames and masks still uint8:
+    `Batch.prepared()` makes them float once per batch, on the device)."""
 
     def __init__(self, store: ClipStore, indices: Sequence[int], class_index: torch.Tensor, task_id: int):
         self.store = store
@@ -152,15 +147,7 @@ class ClipSubset(Dataset):
             "masks": s.masks[j],
             "mask_valid": s.mask_valid[j],
             "audio": s.audio[j],
-            "label": s.labels[j],
             "class_index": self.class_index[j],
             "task_id": torch.tensor(self.task_id),
             "index": torch.tensor(j),
         }
-
-
-def prepare_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """uint8 -> float frames in [0, 1] (the visual encoder applies its own mean/std) and float masks."""
-    batch["frames"] = batch["frames"].float().div_(255)
-    batch["masks"] = batch["masks"].float()
-    return batch

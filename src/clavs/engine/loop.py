@@ -1,23 +1,34 @@
 """The one training loop. Every method trains through it, customising only the hooks of
-methods/base.py. A run: decode data once -> evaluate all tasks (b) -> for each task: train with
-model selection on validation data, end_task, evaluate seen tasks + the next one, checkpoint."""
+methods/base.py (the hook order is written there). A run: decode data once -> score every task
+before training (b) -> train through the scenario -> after each task score the seen tasks and the
+next one, on the test and on the validation clips -> checkpoint.
+
+Two schedules share the step:
+- visible boundaries (TIL, CIL, DIL; TF-CL with protocol.boundaries=visible): per task, a fresh
+  optimiser, `epochs` passes, model selection on the task's validation clips, end_task;
+- a task-free stream (TF-CL by default): the method is told of no boundary; one optimiser runs over
+  the stream (each hidden task's clips `epochs` times as they arrive), the method consolidates on its
+  own schedule, and the seen test clips are scored every `protocol.anytime_every` steps (the
+  anytime-accuracy curve). The accuracy matrix is still filled at the hidden task ends: evaluation
+  is the benchmark's business, not the method's.
+"""
 
 from __future__ import annotations
 
 import math
-import random
 import resource
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from clavs.engine.clips import ClipStore, ClipSubset, prepare_batch
-from clavs.engine.context import EngineContext
-from clavs.engine.evaluate import evaluate_loader
+from clavs.batch import Batch
+from clavs.engine.clips import ClipStore, ClipSubset
+from clavs.engine.evaluate import evaluate_batches
+from clavs.methods.context import MethodContext
+from clavs.utils.seeding import seed_all, task_seed
 
 
 class TrainingDiverged(RuntimeError):
@@ -37,20 +48,19 @@ class LoopState:
     """What a checkpoint must hold, besides model and method state, to continue exactly."""
 
     next_task: int = 0
-    R: dict[str, list[list[float]]] = field(default_factory=dict)   # metric -> T x T (NaN = not evaluated)
-    b: dict[str, list[float]] = field(default_factory=dict)         # metric -> T
+    R: dict[str, list[list[float]]] = field(default_factory=dict)       # test: metric -> T x T (NaN = not evaluated)
+    b: dict[str, list[float]] = field(default_factory=dict)             # test: metric -> T
+    R_val: dict[str, list[list[float]]] = field(default_factory=dict)   # the same on the validation clips
+    b_val: dict[str, list[float]] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=lambda: {"tasks": []})
+    # task-free streams: global step, clips since the last consolidation, anytime curve, optimiser
+    step: int = 0
+    window: list[int] = field(default_factory=list)
+    anytime: list[dict[str, Any]] = field(default_factory=list)
+    optimizer: dict[str, Any] | None = None
 
-
-def task_seed(seed: int, task: int, epoch: int = 0) -> int:
-    """Every task (and epoch) draws from its own seed, so a resumed run repeats an uninterrupted one."""
-    return (seed * 1_000_003 + task * 1009 + epoch) % (2**31 - 1)
-
-
-def seed_all(s: int) -> None:
-    random.seed(s)
-    np.random.seed(s)
-    torch.manual_seed(s)
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -59,22 +69,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def labelled_frame_ids(batch: dict[str, Any]) -> list[int] | None:
+def labelled_frame_ids(batch: Batch) -> list[int] | None:
     """The frame positions that carry ground truth, when they are the same for every clip of the
     batch and not all of them; None otherwise (then every frame is decoded)."""
-    valid = batch["mask_valid"]
+    valid = batch.mask_valid
     if bool(valid.all()) or not bool((valid == valid[:1]).all()):
         return None
     ids = valid[0].nonzero().flatten().tolist()
     return ids or None
-
-
-def select_frames(batch: dict[str, Any], ids: list[int]) -> dict[str, Any]:
-    """The batch restricted to frame positions `ids` (frames, masks, mask_valid; audio stays whole)."""
-    out = dict(batch)
-    for key in ("frames", "masks", "mask_valid"):
-        out[key] = batch[key][:, ids]
-    return out
 
 
 def changing_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -86,7 +88,7 @@ def changing_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class Trainer:
-    def __init__(self, method: Any, scenario: Any, stores: SplitStores, ctx: EngineContext, *,
+    def __init__(self, method: Any, scenario: Any, stores: SplitStores, ctx: MethodContext, *,
                  progress: Any = None, on_task_end: Callable[[int | None, LoopState], None] | None = None):
         """on_task_end(t, state) after each task (t=None: after the initial evaluation `b`)."""
         self.method = method
@@ -98,48 +100,78 @@ class Trainer:
         self.progress = progress
         self.on_task_end = on_task_end
         self.T = len(scenario.tasks)
+        self.task_free = ctx.task_free
+        self.optimizer_state: Any = None  # the stream's optimiser (task-free), saved in checkpoints
 
     # -- data ------------------------------------------------------------------------------
-    def loader(self, split: str, task_index: int, *, train: bool, epoch: int = 0) -> DataLoader:
-        task = self.scenario.tasks[task_index]
+    def _batches(self, loader: Iterable[Any]) -> Iterator[Batch]:
+        """Prepared batches on the device; only the labelled frames are decoded where every clip of
+        the batch labels the same ones (S4 training: frame 1)."""
+        for batch in loader:
+            batch = self.fabric.to_device(batch).prepared()
+            yield batch.with_frame_ids(labelled_frame_ids(batch))
+
+    def loader(self, split: str, indices: Sequence[int], *, task_id: int, train: bool, seed: int = 0) -> Iterator[Batch]:
+        """Batches of the clips `indices` of `split`; task_id is what the batch reveals (-1: nothing)."""
         store = getattr(self.stores, split)
-        subset = ClipSubset(store, getattr(task, split), self.stores.class_index[split], task_index)
+        subset = ClipSubset(store, indices, self.stores.class_index[split], task_id)
         tc = self.cfg["train"]
-        seed = task_seed(self.cfg["seed"], task_index, epoch)
         batch_size = tc["batch_size"] if train else tc["eval_batch_size"]
         if train and self.fabric.world_size > 1:
             # Training is sharded across processes, shuffled from the run's seed for every epoch.
             sampler = DistributedSampler(subset, num_replicas=self.fabric.world_size, rank=self.fabric.global_rank,
                                          shuffle=True, seed=seed)
-            dl = DataLoader(subset, batch_size=batch_size, sampler=sampler, num_workers=tc["num_workers"])
-            return self.fabric.setup_dataloaders(dl, use_distributed_sampler=False)
+            dl = DataLoader(subset, batch_size=batch_size, sampler=sampler, num_workers=tc["num_workers"],
+                            collate_fn=Batch.collate)
+            return self._batches(self.fabric.setup_dataloaders(dl, use_distributed_sampler=False, move_to_device=False))
         # Evaluation is not sharded: every rank scores the whole set, so the numbers rank 0 writes do
         # not depend on the number of devices.
         gen = torch.Generator().manual_seed(seed)
-        return DataLoader(subset, batch_size=batch_size, shuffle=train, generator=gen if train else None,
-                          num_workers=tc["num_workers"], drop_last=False)
+        return self._batches(DataLoader(subset, batch_size=batch_size, shuffle=train, generator=gen if train else None,
+                                        num_workers=tc["num_workers"], drop_last=False, collate_fn=Batch.collate))
+
+    def train_task_id(self, t: int) -> int:
+        return -1 if self.task_free else t
+
+    def test_task_id(self, j: int) -> int:
+        return j if self.scenario.tasks[j].task_id_visible else -1
 
     # -- evaluation ------------------------------------------------------------------------
+    def score(self, split: str, indices: Sequence[int], task_id: int) -> dict[str, float]:
+        with self.fabric.autocast():
+            return evaluate_batches(self.method, self.loader(split, indices, task_id=task_id, train=False),
+                                    has_classes=self.scenario.has_class_head)
+
     def score_task(self, split: str, j: int) -> dict[str, float]:
         """Every metric of `method.predict` on task j's clips of `split` (task id given only in TIL)."""
-        tid = j if self.scenario.tasks[j].task_id_visible else None
-        with self.fabric.autocast():
-            return evaluate_loader(self.method, self.loader(split, j, train=False), task_id=tid,
-                                   has_classes=self.scenario.has_class_head, fabric=self.fabric)
+        return self.score(split, getattr(self.scenario.tasks[j], split), self.test_task_id(j))
 
-    def evaluate_row(self, after_task: int | None) -> tuple[dict[str, list[float]], int]:
-        """Test scores after training `after_task` (None: before any training) on the tasks the
+    def evaluate_row(self, split: str, after_task: int | None) -> tuple[dict[str, list[float]], int]:
+        """Scores on `split` after training `after_task` (None: before any training) on the tasks the
         scenario's schedule names (seen tasks and the next one), NaN elsewhere: (metric -> list of T
         values, frames scored)."""
         row: dict[str, list[float]] = {}
         frames = 0
         for j in self.scenario.tasks_to_evaluate(after_task):
-            scores = self.score_task("test", j)
+            if not getattr(self.scenario.tasks[j], split):
+                continue
+            scores = self.score_task(split, j)
             frames += scores.pop("_frames")
             for name, value in scores.items():
                 row.setdefault(name, [math.nan] * self.T)[j] = float(value)
         return row, frames
 
+    def anytime_point(self, state: LoopState, t: int) -> None:
+        """Score the pooled test clips of every task seen so far (hidden tasks 0..t)."""
+        seen = [i for j in range(t + 1) for i in self.scenario.tasks[j].test]
+        start = time.perf_counter()
+        scores = self.score("test", seen, -1)
+        frames = scores.pop("_frames")
+        state.anytime.append({"step": state.step, "clips_seen": state.profile.get("clips_seen", 0), "task": t,
+                              "frames": frames, "seconds": time.perf_counter() - start, "scores": scores})
+        self.method.model.train()
+
+    # -- the step --------------------------------------------------------------------------
     def _all_finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite on every process (all ranks must stop together under DDP)."""
         flag = torch.isfinite(loss.detach()).to(torch.float32)
@@ -147,100 +179,187 @@ class Trainer:
             flag = self.fabric.all_reduce(flag, reduce_op="min")
         return bool(flag > 0)
 
-    # -- training --------------------------------------------------------------------------
+    def step(self, wrapped: Any, optimizer: Any, batch: Batch, where: str) -> float:
+        tc = self.cfg["train"]
+        batch = self.method.augment_batch(batch)
+        with self.fabric.autocast():  # the student's forward (wrapped) and any teacher's alike
+            terms = self.method.training_step(batch, wrapped)
+        total = sum(terms.values())
+        if not self._all_finite(total):
+            detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+            raise TrainingDiverged(f"loss is not finite at {where}: {detail}")
+        optimizer.zero_grad(set_to_none=True)
+        self.fabric.backward(total)
+        # 16-mixed scales the loss: unscale first, so that after_backward sees the true gradients
+        # (a no-op in other precisions; the optimiser step then does not unscale again).
+        inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimiser inside Fabric's wrapper
+        self.fabric.strategy.precision.unscale_gradients(inner)
+        self.method.after_backward()  # the summed terms' gradients, before clipping
+        if tc["grad_clip"]:
+            params = self.fabric.strategy.precision.main_params(inner)
+            torch.nn.utils.clip_grad_norm_(params, max_norm=tc["grad_clip"], error_if_nonfinite=True)
+        optimizer.step()
+        self.method.after_step()
+        return float(total.detach())
+
+    def _optimizer(self) -> tuple[Any, Any]:
+        tc = self.cfg["train"]
+        groups = [g for g in self.method.param_groups(tc["lr"], tc["weight_decay"]) if g["params"]]
+        if not groups:
+            return None, None
+        optimizer = torch.optim.AdamW(groups, lr=tc["lr"], weight_decay=tc["weight_decay"])
+        # Fabric wraps the model for the device, the precision (autocast) and DDP; a fresh wrapper per
+        # optimiser, because the set of trainable parameters may change between tasks.
+        return self.fabric.setup(self.method.model, optimizer, _reapply_compile=False)
+
+    def _diverged(self, e: TrainingDiverged, t: int) -> TrainingDiverged:
+        done = f"tasks 0..{t - 1} are finished and checkpointed" if t else "no task was finished"
+        return TrainingDiverged(f"{e}; {done}. Rerunning the same config resumes and diverges again: start a new "
+                                f"run (e.g. with a lower train.lr) or check the data.")
+
+    def _stats(self, t: int) -> dict[str, Any]:
+        model = self.method.model
+        return {"task": t, "train_frames": 0, "train_seconds": 0.0, "steps": 0, "best_epoch": None,
+                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "total_parameters": sum(p.numel() for p in model.parameters())}
+
+    def _bar(self, description: str, total: int) -> Any:
+        return self.progress.add_task(description, total=total) if self.progress else None
+
+    # -- visible boundaries ----------------------------------------------------------------
     def train_task(self, t: int) -> dict[str, Any]:
         task = self.scenario.tasks[t]
         tc = self.cfg["train"]
         seed_all(task_seed(self.cfg["seed"], t))
-        self.method.begin_task(task)
-        params = self.method.trainable_parameters()
         model = self.method.model
-        stats = {"task": t, "train_frames": 0, "train_seconds": 0.0, "steps": 0, "best_epoch": None,
-                 "trainable_parameters": sum(p.numel() for p in params),
-                 "total_parameters": sum(p.numel() for p in model.parameters())}
-        if not params or len(task.train) == 0:
-            # A method that trains nothing in this task (e.g. a prototype method after task 0) still
-            # gathers its statistics.
-            self.method.end_task(task, self.loader("train", t, train=False))
-            return stats
-        optimizer = torch.optim.AdamW(params, lr=tc["lr"], weight_decay=tc["weight_decay"])
-        # Fabric wraps the model for the device, the precision (autocast) and DDP; a fresh wrapper per
-        # task, because the set of trainable parameters may change between tasks.
-        wrapped, optimizer = self.fabric.setup(model, optimizer, _reapply_compile=False)
-        best_score, best_state, best_method_state = -math.inf, None, None
-        bar = self.progress.add_task(f"task {t + 1}/{self.T} train", total=tc["epochs"] * math.ceil(len(task.train) / tc["batch_size"])) if self.progress else None
-        for epoch in range(tc["epochs"]):
-            model.train()
-            start = time.perf_counter()
-            for step, batch in enumerate(self.loader("train", t, train=True, epoch=epoch)):
-                batch = prepare_batch(self.fabric.to_device(batch))
-                ids = labelled_frame_ids(batch) if getattr(model, "supports_frame_ids", False) else None
-                if ids is not None:  # decode only the frames with ground truth (S4 train: frame 1)
-                    out = wrapped(batch["frames"], batch["audio"], frame_ids=ids)
-                    batch = select_frames(batch, ids)
-                else:
-                    out = wrapped(batch["frames"], batch["audio"])
-                terms = self.method.loss(batch, out)
-                total = sum(terms.values())
-                if not self._all_finite(total):
-                    detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-                    done = f"tasks 0..{t - 1} are finished and checkpointed" if t else "no task was finished"
-                    raise TrainingDiverged(
-                        f"loss is not finite at task {t} (of {self.T}), epoch {epoch}, step {step}: {detail}; "
-                        f"{done}. Rerunning the same config resumes and diverges again: start a new run "
-                        f"(e.g. with a lower train.lr) or check the data.")
-                optimizer.zero_grad(set_to_none=True)
-                self.fabric.backward(total)
-                if tc["grad_clip"]:  # Fabric unscales (16-mixed) before clipping
-                    self.fabric.clip_gradients(wrapped, optimizer, max_norm=tc["grad_clip"])
-                self.method.after_backward()  # sees the gradients the step will use
-                optimizer.step()
-                self.method.after_step()
-                stats["steps"] += 1
-                stats["train_frames"] += int(batch["mask_valid"].numel())
-                if bar is not None:
-                    self.progress.update(bar, advance=1, description=f"task {t + 1}/{self.T} epoch {epoch + 1} loss {float(total):.3f}")
-            stats["train_seconds"] += time.perf_counter() - start
-            if tc["select_metric"] != "last" and len(task.val) > 0:
-                value = self.score_task("val", t).get(tc["select_metric"], -math.inf)
-                if value > best_score:  # model selection on validation data only
-                    best_score, best_state, stats["best_epoch"] = value, changing_state(model), epoch
-                    best_method_state = self.method.selection_state()
-        if best_state is not None:
-            model.load_state_dict(best_state, strict=False)
-            self.method.restore_selection_state(best_method_state)
-        if bar is not None:
-            self.progress.remove_task(bar)
-        self.method.end_task(task, self.loader("train", t, train=False))
+        self.method.begin_task(task)
+        self.ctx.data_source = lambda split: self.loader(split, getattr(task, split), task_id=t, train=False)
+        wrapped, optimizer = self._optimizer()
+        stats = self._stats(t)
+        if wrapped is not None and len(task.train) > 0:
+            best_score, best_state, best_method_state = -math.inf, None, None
+            steps_per_epoch = math.ceil(len(task.train) / tc["batch_size"])
+            bar = self._bar(f"task {t + 1}/{self.T} train", tc["epochs"] * steps_per_epoch)
+            for epoch in range(tc["epochs"]):
+                model.train()
+                start = time.perf_counter()
+                batches = self.loader("train", task.train, task_id=t, train=True, seed=task_seed(self.cfg["seed"], t, epoch))
+                for i, batch in enumerate(batches):
+                    try:
+                        loss = self.step(wrapped, optimizer, batch, f"task {t} (of {self.T}), epoch {epoch}, step {i}")
+                    except TrainingDiverged as e:
+                        raise self._diverged(e, t) from None
+                    stats["steps"] += 1
+                    stats["train_frames"] += batch.size * len(batch.decoded_frames)
+                    if bar is not None:
+                        self.progress.update(bar, advance=1, description=f"task {t + 1}/{self.T} epoch {epoch + 1} loss {loss:.3f}")
+                stats["train_seconds"] += time.perf_counter() - start
+                if tc["select_metric"] != "last" and len(task.val) > 0:
+                    value = self.score_task("val", t).get(tc["select_metric"], -math.inf)
+                    if value > best_score:  # model selection on validation data only
+                        best_score, best_state, stats["best_epoch"] = value, changing_state(model), epoch
+                        best_method_state = self.method.selection_state()
+            if best_state is not None:
+                model.load_state_dict(best_state, strict=False)
+                self.method.restore_selection_state(best_method_state)
+            if bar is not None:
+                self.progress.remove_task(bar)
+        model.eval()  # end_task sees the model as evaluation does
+        self.method.end_task(task, self.ctx.data("train"))
+        self.ctx.data_source = None
         return stats
+
+    # -- a task-free stream ----------------------------------------------------------------
+    def run_stream(self, state: LoopState) -> LoopState:
+        """Hidden boundaries: one optimiser over the whole stream, consolidation on the method's schedule."""
+        tc, pc = self.cfg["train"], self.cfg["protocol"]
+        model = self.method.model
+        if state.step == 0:  # the stream's start (a resumed stream has begun already)
+            self.method.begin_task(None)
+        wrapped, optimizer = self._optimizer()
+        if wrapped is None:
+            raise ValueError(f"method '{self.method.name}' trains no parameter in a task-free stream")
+        if state.optimizer is not None:
+            optimizer.load_state_dict(state.optimizer)
+        interval = self.method.consolidation_interval()
+        every = pc.get("anytime_every") or 0
+        window = list(state.window)
+        self.ctx.data_source = lambda split: self.loader(split, sorted(set(window)), task_id=-1, train=False)
+        for t in range(state.next_task, self.T):
+            task = self.scenario.tasks[t]
+            seed_all(task_seed(self.cfg["seed"], t))
+            stats = self._stats(t)
+            start_task = time.perf_counter()
+            bar = self._bar(f"stream {t + 1}/{self.T}", tc["epochs"] * math.ceil(len(task.train) / tc["batch_size"]))
+            for epoch in range(tc["epochs"] if task.train else 0):
+                model.train()
+                start = time.perf_counter()
+                batches = self.loader("train", task.train, task_id=-1, train=True, seed=task_seed(self.cfg["seed"], t, epoch))
+                for i, batch in enumerate(batches):
+                    try:
+                        loss = self.step(wrapped, optimizer, batch, f"stream step {state.step + 1} (hidden task {t} of {self.T}, pass {epoch})")
+                    except TrainingDiverged as e:
+                        raise self._diverged(e, t) from None
+                    state.step += 1
+                    stats["steps"] += 1
+                    stats["train_frames"] += batch.size * len(batch.decoded_frames)
+                    window.extend(batch.index.tolist())
+                    if epoch == 0:
+                        state.profile["clips_seen"] = state.profile.get("clips_seen", 0) + batch.size
+                    if interval and state.step % interval == 0:
+                        model.eval()
+                        self.method.consolidate(self.ctx.data("train"))
+                        window.clear()
+                        model.train()
+                    if every and state.step % every == 0:
+                        self.anytime_point(state, t)
+                    if bar is not None:
+                        self.progress.update(bar, advance=1, description=f"stream {t + 1}/{self.T} loss {loss:.3f}")
+                stats["train_seconds"] += time.perf_counter() - start
+            if bar is not None:
+                self.progress.remove_task(bar)
+            state.window = list(window)
+            state.optimizer = optimizer.state_dict()
+            self._after_task(state, t, stats, start_task)
+        self.ctx.data_source = None
+        return state
+
+    # -- the run ---------------------------------------------------------------------------
+    def _after_task(self, state: LoopState, t: int, stats: dict[str, Any], start: float) -> None:
+        eval_start = time.perf_counter()
+        row, eval_frames = self.evaluate_row("test", t)
+        eval_seconds = time.perf_counter() - eval_start
+        val_row, _ = self.evaluate_row("val", t)
+        for name, values in row.items():
+            state.R.setdefault(name, [[math.nan] * self.T for _ in range(self.T)])[t] = values
+        for name, values in val_row.items():
+            state.R_val.setdefault(name, [[math.nan] * self.T for _ in range(self.T)])[t] = values
+        stats.update({
+            "eval_seconds": eval_seconds,
+            "eval_frames": eval_frames,
+            "eval_frames_per_s": eval_frames / eval_seconds if eval_seconds else None,
+            "train_frames_per_s": stats["train_frames"] / stats["train_seconds"] if stats["train_seconds"] else None,
+            "wall_seconds": time.perf_counter() - start,
+            "peak_memory_mb": peak_memory_mb(self.fabric.device),
+        })
+        state.profile["tasks"].append(stats)
+        state.next_task = t + 1
+        if self.on_task_end:
+            self.on_task_end(t, state)
 
     def run(self, state: LoopState) -> LoopState:
         """Continue from `state` (fresh: next_task == 0 and empty R) to the end of the scenario."""
-        device = self.fabric.device
         if state.next_task == 0 and not state.b:
             start = time.perf_counter()
-            state.b, _ = self.evaluate_row(None)
+            state.b, _ = self.evaluate_row("test", None)
+            state.b_val, _ = self.evaluate_row("val", None)
             state.profile["initial_eval_seconds"] = time.perf_counter() - start
             if self.on_task_end:
                 self.on_task_end(None, state)
+        if self.task_free:
+            return self.run_stream(state)
         for t in range(state.next_task, self.T):
             start = time.perf_counter()
             stats = self.train_task(t)
-            eval_start = time.perf_counter()
-            row, eval_frames = self.evaluate_row(t)
-            eval_seconds = time.perf_counter() - eval_start
-            for name, values in row.items():
-                state.R.setdefault(name, [[math.nan] * self.T for _ in range(self.T)])[t] = values
-            stats.update({
-                "eval_seconds": eval_seconds,
-                "eval_frames": eval_frames,
-                "eval_frames_per_s": eval_frames / eval_seconds if eval_seconds else None,
-                "train_frames_per_s": stats["train_frames"] / stats["train_seconds"] if stats["train_seconds"] else None,
-                "wall_seconds": time.perf_counter() - start,
-                "peak_memory_mb": peak_memory_mb(device),
-            })
-            state.profile["tasks"].append(stats)
-            state.next_task = t + 1
-            if self.on_task_end:
-                self.on_task_end(t, state)
+            self._after_task(state, t, stats, start)
         return state

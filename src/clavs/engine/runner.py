@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from contextlib import nullcontext
 from pathlib import Path
@@ -10,14 +9,17 @@ from typing import Any
 
 import torch
 
-from clavs.engine.clips import ClipStore, cache_home, dataset_key, decode_split, embed_audio
-from clavs.engine.context import EngineContext
+from clavs.engine.clips import ClipStore, dataset_key, decode_split, embed_audio
 from clavs.engine.loop import LoopState, SplitStores, Trainer, TrainingDiverged, seed_all
+from clavs.methods.context import MethodContext
+from clavs.models.build import build_audio_encoder  # noqa: F401  (the registry of audio encoders lives there)
+from clavs.results.checkpoints import check_or_write_scenario, load_checkpoint, save_checkpoint
 from clavs.results.store import RunDir, run_dir_for
-from clavs.utils.io import atomic_write
+from clavs.utils.paths import cache_home
 
-CHECKPOINT_FORMAT = 1
 TFCL_PAPER_TASKS = 50
+# Which AVSBench subset each protocol reads (data.avsbench.READERS).
+PROTOCOL_SUBSET = {"til": "s4", "cil": "s4", "dil": "s4", "tfcl": "ms3"}
 
 
 def dataset_root(config: dict[str, Any], *, progress: bool) -> Path:
@@ -39,9 +41,9 @@ def dataset_root(config: dict[str, Any], *, progress: bool) -> Path:
 
 def open_datasets(config: dict[str, Any], root: Path) -> dict[str, Any]:
     """The readers of the three splits (S4 for TIL/CIL/DIL, MS3 for TF-CL), yielding waveforms."""
-    from clavs.data.avsbench import AVSBenchMS3, AVSBenchS4
+    from clavs.data.avsbench import READERS
 
-    reader = AVSBenchMS3 if config["protocol"]["name"] == "tfcl" else AVSBenchS4
+    reader = READERS[PROTOCOL_SUBSET[config["protocol"]["name"]]]
     size = config["data"]["image_size"]
     return {s: reader(root, split=s, image_size=size, audio="wav", normalize=False) for s in ("train", "val", "test")}
 
@@ -65,46 +67,6 @@ def build_scenario_for(config: dict[str, Any], datasets: dict[str, Any], stores:
                                     for name, vec in compute_video_features(store).items()}
     return build_scenario(pc["name"], datasets["train"].records, datasets["val"].records,
                           datasets["test"].records, **kwargs)
-
-
-def build_audio_encoder(config: dict[str, Any]) -> tuple[torch.nn.Module, str]:
-    """The frozen audio encoder and a string that identifies its weights (for the embedding cache)."""
-    mc = config["model"]
-    kind, weights = mc["audio"], mc["audio_weights"]
-    if kind == "tiny":
-        from clavs.models.encoders.audio_tiny import TinyAudioCNN
-        from clavs.pretrain import ensure_pretrained
-
-        if weights == "pretrained":
-            path = ensure_pretrained("audio", progress=config["progress"])
-            enc = TinyAudioCNN.from_checkpoint(path)
-        elif weights in (None, "none"):
-            seed_all(config["seed"])
-            enc = TinyAudioCNN()
-            path = None
-        else:
-            path = Path(weights)
-            enc = TinyAudioCNN.from_checkpoint(path)
-    elif kind == "cnn14":
-        from clavs.models.encoders.cnn14 import Cnn14
-
-        if weights in (None, "none", "pretrained"):
-            raise ValueError("model.audio=cnn14 needs model.audio_weights=/path/to/Cnn14 checkpoint "
-                             "(the PANNs .pth file; see docs/reproducibility.md)")
-        path = Path(weights)
-        enc = Cnn14.from_checkpoint(path, sample_rate=mc["audio_sample_rate"])
-    else:
-        raise ValueError(f"model.audio='{kind}' is not one of tiny, cnn14")
-    ident = f"{kind}|{mc['audio_sample_rate']}|{_file_digest(path) if path else 'random-seed' + str(config['seed'])}"
-    enc.eval()
-    for p in enc.parameters():
-        p.requires_grad_(False)
-    return enc, ident
-
-
-def _file_digest(path: Path) -> str:
-    st = Path(path).stat()
-    return hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
 def decode_stores(config: dict[str, Any], datasets: dict[str, Any], progress: Any) -> dict[str, ClipStore]:
@@ -138,72 +100,39 @@ def embed_stores(config: dict[str, Any], datasets: dict[str, Any], stores: dict[
         int(stores["train"].audio.shape[-1])
 
 
-def save_checkpoint(run: RunDir, t: int, method: Any, state: LoopState) -> Path:
-    """Everything needed to continue after task t. No optimiser (each task starts a fresh AdamW) and
-    no RNG state: every task and epoch reseeds from (seed, task, epoch), see loop.task_seed."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "task": t,
-        "model": method.model.state_dict(),
-        "method": method.state_dict(),
-        "loop": {"next_task": state.next_task, "R": state.R, "b": state.b, "profile": state.profile},
-    }
-    path = run.checkpoint_path(t)
-    atomic_write(path, lambda f: torch.save(payload, f), "wb")
-    # Only the newest checkpoint is needed to continue; the previous ones are kept as the per-task
-    # models a user may want to inspect (small at tiny scale). Paper-scale users can prune them.
-    return path
-
-
-SCENARIO_FILE = "scenario.json"
-
-
-def check_or_write_scenario(run: RunDir, scenario: Any, *, resuming: bool) -> None:
-    """Save the task split of a new run; on resume, refuse to continue if the data now split differently."""
-    import json
-
-    from clavs.utils.io import atomic_write_json
-
-    path = run.path / SCENARIO_FILE
-    current = json.loads(json.dumps(scenario.to_dict(), default=str))
-    if resuming and path.exists():
-        saved = json.loads(path.read_text())
-        if saved != current:
-            raise ValueError(f"{path}: the tasks built from the data now differ from those this run started with "
-                             f"(has the dataset at data.root changed?); start a new run directory instead")
-        return
-    atomic_write_json(path, current)
-
-
-def load_checkpoint(path: Path, method: Any) -> LoopState:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f"{path}: cannot read checkpoint ({e}); delete it to restart from the previous task") from e
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise RuntimeError(f"{path}: checkpoint format {payload.get('format')} is not {CHECKPOINT_FORMAT}")
-    method.begin_task(method.scenario.tasks[payload["task"]])  # grow heads to the checkpoint's size
-    method.model.load_state_dict(payload["model"])
-    method.load_state_dict(payload["method"])
-    loop = payload["loop"]
-    return LoopState(next_task=loop["next_task"], R=loop["R"], b=loop["b"], profile=loop["profile"])
-
-
 def write_results(run: RunDir, scenario: Any, state: LoopState, method: Any) -> None:
-    from clavs.metrics import continual_summary
+    """matrices.json / summary.json (test), matrices_val.json / summary_val.json (validation),
+    anytime.json (task-free streams), profile.json."""
+    from clavs.metrics import anytime_auc, continual_summary
 
     T = len(scenario.tasks)
     empty = [[float("nan")] * T for _ in range(T)]  # rows not trained yet
-    matrices = {name: {"R": state.R.get(name, empty), "b": state.b.get(name)} for name in {**state.b, **state.R}}
-    run.write_matrices(T, matrices)
-    if state.next_task == T:  # the summary is of the finished matrices only
-        run.write_summary({name: continual_summary(m["R"], m["b"]) for name, m in matrices.items()})
+    finished = state.next_task == T  # summaries are of finished matrices only
+    for split, R, b in (("test", state.R, state.b), ("val", state.R_val, state.b_val)):
+        matrices = {name: {"R": R.get(name, empty), "b": b.get(name)} for name in {**b, **R}}
+        run.write_matrices(T, matrices, split=split)
+        if finished:
+            summary = {name: continual_summary(m["R"], m["b"]) for name, m in matrices.items()}
+            if split == "test" and state.anytime:
+                clips = [p["clips_seen"] for p in state.anytime]
+                for name in summary:
+                    if all(name in p["scores"] for p in state.anytime):
+                        summary[name]["a_auc"] = anytime_auc(clips, [p["scores"][name] for p in state.anytime])
+            run.write_summary(summary, split=split)
+    if state.anytime:
+        run.write_anytime({"every_steps": run_config_value(run, "protocol", "anytime_every"), "points": state.anytime})
     total = sum(p.numel() for p in method.model.parameters())
     trainable = max((t.get("trainable_parameters", 0) for t in state.profile["tasks"]), default=0)
     profile = dict(state.profile)
-    profile.update({"total_parameters": total, "trainable_parameters_max": trainable,
+    from clavs.utils.kernels import kernel_report
+
+    profile.update({"method": method.info(), "cpu_kernels": kernel_report(), "total_parameters": total, "trainable_parameters_max": trainable,
                     "tasks_done": state.next_task, "tasks_total": T})
     run.write_profile(profile)
+
+
+def run_config_value(run: RunDir, section: str, key: str) -> Any:
+    return run.config().get(section, {}).get(key)
 
 
 def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, console: Any = None) -> Path:
@@ -245,7 +174,9 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             stores, audio_dim = embed_stores(config, datasets, decoded, scenario, progress)
             seed_all(config["seed"])
             model = method_cls.build_model(config, scenario, audio_dim).to(fabric.device)
-        ctx = EngineContext(fabric=fabric, config=config, log=run.log if fabric.is_global_zero else (lambda m: None))
+        task_free = scenario.protocol == "tfcl" and config["protocol"]["boundaries"] == "hidden"
+        ctx = MethodContext(fabric=fabric, config=config, log=run.log if fabric.is_global_zero else (lambda m: None),
+                            task_free=task_free)
         method = method_cls(model, method_cls.make_hparams(config["method"]), scenario, ctx)
 
         # Rank 0 decides where to continue from, so every process resumes the same task.
@@ -256,7 +187,7 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             check_or_write_scenario(run, scenario, resuming=latest is not None)
         state = LoopState()
         if latest is not None:
-            state = load_checkpoint(latest[1], method)
+            state = load_checkpoint(latest[1], method, task_free=task_free)
             ctx.log(f"resumed from {latest[1].name}: continuing at task {state.next_task}")
         else:
             ctx.log(f"start: {config['method']['name']} on {config['protocol']['name']} {config['protocol']['split']}, "

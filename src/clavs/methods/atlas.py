@@ -1,153 +1,89 @@
 """ATLAS: LoRA-adapted visual encoder, audio-guided pre-fusion conditioning, cross-attention fusion,
 LoRA-adapted decoder, and Low-Rank Anchoring (LRA) against drift of the adapted weights.
 
-LRA (reference/atlas.md, "ours"): importance is the Synaptic-Intelligence path integral, accumulated
-along the optimisation trajectory: every step w += -g * dtheta; at task end
-Omega += relu(w) / ((theta_end - theta_start)^2 + xi), anchors theta* = theta_end; penalty
-lambda * sum(Omega * (theta - theta*)^2) on the anchored groups (LoRA matrices and decoder weights).
+LRA (reference/atlas.md, "ours"): importance is the Synaptic-Intelligence path integral along the
+optimisation trajectory (parts/path_integral.py, shared with SI); penalty
+lra_lambda * sum Omega (theta - theta*)^2 on the LoRA matrices and the decoder's weights, as the
+paper says. Two extensions of ours, off unless validation data prefers them (docs/reproducibility.md):
+`anchor_fusion` also anchors the audio projection, conditioning and fusion modules;
+`decoder_base_after_first` keeps training the decoder's base weights after the first task (the paper:
+after it, the decoder adapts through its LoRA matrices only).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-import torch
+from clavs.methods.base import register
+from clavs.methods.si import PathIntegralMethod
 
-from clavs.methods.base import Method, register, task_loss
+PAPER_ANCHORED = ("visual_lora", "decoder", "decoder_lora")
+FUSION_GROUPS = ("audio_proj", "conditioning", "fusion")
 
 
 @dataclass
 class AtlasHparams:
-    lra: bool = True                 # Low-Rank Anchoring on/off (ablation: method.lra=false)
-    pre_conditioning: bool = True    # audio-guided pre-fusion conditioning on/off (ablation)
-    lra_lambda: float = 20.0         # strength of the anchoring penalty (see docs/reproducibility.md)
-    lra_xi: float = 1e-3             # damping of the importance normaliser
-    # What LRA anchors: the LoRA matrices and decoder weights (the paper) and, ours, the small fusion
-    # modules in front of them, which otherwise drift freely and carry most of the forgetting.
-    lra_groups: list[str] = field(default_factory=lambda: [
-        "visual_lora", "decoder", "decoder_lora", "audio_proj", "conditioning", "fusion"])
-
-
-class PathIntegralAnchor:
-    """SI-style importance and anchors for a fixed set of named parameters (reused by SI-like methods)."""
-
-    def __init__(self, named_params: list[tuple[str, torch.nn.Parameter]], xi: float):
-        self.params = dict(named_params)
-        self.xi = xi
-        self.omega = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        self.anchor: dict[str, torch.Tensor] = {}
-        self._start: dict[str, torch.Tensor] = {}
-        self._prev: dict[str, torch.Tensor] = {}
-        self._grad: dict[str, torch.Tensor] = {}
-        self._w: dict[str, torch.Tensor] = {}
-
-    def begin(self) -> None:
-        self._start = {n: p.detach().clone() for n, p in self.params.items()}
-        self._prev = {n: p.detach().clone() for n, p in self.params.items()}
-        self._w = {n: torch.zeros_like(p) for n, p in self.params.items()}
-
-    def record_gradients(self, penalty_scale: float = 0.0) -> None:
-        """Keep the task-loss gradient: the penalty's own gradient 2*scale*Omega*(theta - theta*) is
-        taken out analytically, so importance measures the task loss only (as SI does)."""
-        self._grad = {}
-        for n, p in self.params.items():
-            if p.grad is None:
-                continue
-            g = p.grad.detach().clone()
-            if penalty_scale and n in self.anchor:
-                g -= 2 * penalty_scale * self.omega[n] * (p.detach() - self.anchor[n])
-            self._grad[n] = g
-
-    def record_step(self) -> None:
-        for n, p in self.params.items():
-            now = p.detach()
-            if n in self._grad:
-                self._w[n].add_(-self._grad[n] * (now - self._prev[n]))
-            self._prev[n] = now.clone()
-
-    def consolidate(self) -> None:
-        for n, p in self.params.items():
-            delta2 = (p.detach() - self._start[n]).pow(2)
-            self.omega[n].add_(torch.relu(self._w[n]) / (delta2 + self.xi))
-            self.anchor[n] = p.detach().clone()
-
-    def path_snapshot(self) -> dict[str, torch.Tensor]:
-        return {n: w.clone() for n, w in self._w.items()}
-
-    def restore_path(self, snapshot: dict[str, torch.Tensor]) -> None:
-        self._w = {n: w.clone() for n, w in snapshot.items()}
-
-    def penalty(self) -> torch.Tensor | None:
-        if not self.anchor:
-            return None
-        terms = [(self.omega[n] * (p - self.anchor[n]).pow(2)).sum() for n, p in self.params.items()]
-        return torch.stack(terms).sum()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"omega": self.omega, "anchor": self.anchor}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.omega = {n: state["omega"][n].to(self.params[n].device) for n in self.params}
-        self.anchor = {n: t.to(self.params[n].device) for n, t in state["anchor"].items()}
+    lra: bool = True                        # Low-Rank Anchoring on/off (ablation: method.lra=false)
+    pre_conditioning: bool = True           # audio-guided pre-fusion conditioning on/off (ablation)
+    lra_lambda: float = 20.0                # strength of the anchoring penalty (validation grid)
+    lra_xi: float = 1e-3                    # damping of the importance normaliser
+    anchor_fusion: bool = False             # ours: LRA also anchors audio_proj, conditioning, fusion
+    decoder_base_after_first: bool = False  # ours: the decoder's base weights keep training after task 0
+    consolidate_every: int = 40             # task-free streams: training steps between consolidations
 
 
 @register
-class Atlas(Method):
+class Atlas(PathIntegralMethod):
     name = "atlas"
-    trains = ("visual_lora", "audio_proj", "conditioning", "fusion", "decoder", "decoder_lora", "class_head")
+    family = "atlas"
+    network = "atlas"
+    trains = ("visual_lora", "audio_proj", "conditioning", "fusion", "decoder", "decoder_lora", "mask_head",
+              "class_head")
     Hparams = AtlasHparams
-
-    @classmethod
-    def build_model(cls, config, scenario, audio_dim):
-        from clavs.models.build import build_atlas_net
-
-        return build_atlas_net(config, scenario, audio_dim, pre_conditioning=config["method"]["pre_conditioning"])
+    penalty_name = "lra"
 
     def __init__(self, model, hparams, scenario, ctx):
+        self.consolidations = 0
         super().__init__(model, hparams, scenario, ctx)
+
+    def anchored_parameters(self):
         groups = self.parameter_groups()
-        unknown = [g for g in hparams.lra_groups if g not in groups]
-        if unknown:
-            raise ValueError(f"method.lra_groups names unknown parameter groups {unknown}; groups: {sorted(groups)}")
-        anchored = [np for g in hparams.lra_groups for np in groups[g]]
-        self.lra = PathIntegralAnchor(anchored, hparams.lra_xi) if hparams.lra and anchored else None
+        names = PAPER_ANCHORED + (FUSION_GROUPS if self.hp.anchor_fusion else ())
+        return [named for g in names for named in groups[g]]
 
-    def begin_task(self, task):
-        super().begin_task(task)
-        if self.lra:
-            self.lra.begin()
+    def make_path_integral(self):
+        from clavs.methods.parts import PathIntegral
 
-    def loss(self, batch, out):
-        terms = task_loss(batch, out, self.scenario, self.task)
-        if self.lra:
-            penalty = self.lra.penalty()
-            if penalty is not None:
-                terms["lra"] = self.hp.lra_lambda * penalty
-        return terms
+        anchored = self.anchored_parameters()
+        return PathIntegral(anchored, self.hp.lra_xi) if self.hp.lra and anchored else None
 
-    def after_backward(self):
-        if self.lra:
-            self.lra.record_gradients(self.hp.lra_lambda)
+    def strength(self) -> float:
+        return self.hp.lra_lambda
 
-    def after_step(self):
-        if self.lra:
-            self.lra.record_step()
+    def _decoder_base_frozen(self) -> bool:
+        return self.consolidations > 0 and not self.hp.decoder_base_after_first
 
-    def selection_state(self):
-        return self.lra.path_snapshot() if self.lra else None
+    def trained_groups(self):
+        if self._decoder_base_frozen() and not self.ctx.task_free:
+            return tuple(g for g in self.trains if g != "decoder")
+        return self.trains
 
-    def restore_selection_state(self, state):
-        if self.lra and state is not None:  # importance of the path up to the selected epoch
-            self.lra.restore_path(state)
+    def param_groups(self, lr, weight_decay):
+        groups = super().param_groups(lr, weight_decay)
+        if self._decoder_base_frozen() and self.ctx.task_free:
+            self.model.set_group_trainable("decoder", False)
+        return groups
 
-    def end_task(self, task, loader):
-        if self.lra:
-            self.lra.consolidate()
+    def consolidate(self, data):
+        super().consolidate(data)
+        self.consolidations += 1
+        if self.ctx.task_free and self._decoder_base_frozen():
+            # One optimiser for the whole stream: parameters without gradients are skipped by it.
+            self.model.set_group_trainable("decoder", False)
 
     def state_dict(self):
-        return {"lra": self.lra.state_dict()} if self.lra else {}
+        return {**super().state_dict(), "consolidations": self.consolidations}
 
     def load_state_dict(self, state):
-        if self.lra and "lra" in state:
-            self.lra.load_state_dict(state["lra"])
+        super().load_state_dict(state)
+        self.consolidations = int(state.get("consolidations", 0))

@@ -93,3 +93,26 @@ def continual_summaries(matrices: Mapping[str, Any],
         except (TypeError, ValueError) as err:
             raise type(err)(f"metric {name!r}: {err}") from err
     return out
+
+
+def anytime_auc(clips_seen: Sequence[float], scores: Sequence[float]) -> float:
+    """Area under the anytime-accuracy curve of a task-free stream (A_auc, Koh et al., 2022), on the
+    score's own scale: evaluation k happened after n_k training clips (n_0 = 0 before the first) and
+    scored s_k on the test clips of everything seen so far;
+
+        A_auc = sum_k s_k (n_k - n_{k-1}) / n_K
+
+    i.e. each score stands for the stretch of the stream that led to it. NaN without points.
+    """
+    n = np.asarray([_entry(v, f"clips_seen[{i}]") for i, v in enumerate(clips_seen)], dtype=np.float64)
+    s = np.asarray([_entry(v, f"scores[{i}]") for i, v in enumerate(scores)], dtype=np.float64)
+    if n.shape != s.shape:
+        raise ValueError(f"clips_seen has {n.size} points but scores has {s.size}")
+    if n.size == 0:
+        return math.nan
+    if np.any(np.diff(n) < 0) or n[0] < 0:
+        raise ValueError(f"clips_seen must be non-negative and non-decreasing, got {n.tolist()}")
+    if n[-1] == 0:
+        return math.nan
+    widths = np.diff(np.concatenate([[0.0], n]))
+    return float(np.sum(s * widths) / n[-1])

@@ -71,9 +71,9 @@ class ProgressiveDecoder(nn.Module):
         """Qualified names of the convs worth LoRA-adapting (all but the output head)."""
         return [n for n, m in self.named_modules() if isinstance(m, nn.Conv2d) and not n.startswith("head")]
 
-    def forward(self, x: torch.Tensor, skips: Sequence[torch.Tensor] = (),
-                out_size: tuple[int, int] | None = None) -> torch.Tensor:
-        """``x [N, in_dim, h, w]`` (stride ``in_reduction``), ``skips`` as declared -> ``[N, out, H, W]``."""
+    def features(self, x: torch.Tensor, skips: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """``x [N, in_dim, h, w]`` (stride ``in_reduction``), ``skips`` as declared -> the last level's
+        features ``[N, widths[-1], h*r, w*r]`` (before the output head)."""
         if len(skips) != len(self.skip_proj):
             raise ValueError(f"decoder built for {len(self.skip_proj)} skip maps, got {len(skips)}")
         x = self.in_proj(x)
@@ -87,10 +87,23 @@ class ProgressiveDecoder(nn.Module):
                         s = F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
                     x = x + s
             x = block(x)
-        logits = self.head(x)
+        return x
+
+    def logits(self, features: torch.Tensor, out_size: tuple[int, int] | None = None,
+               head: nn.Module | None = None) -> torch.Tensor:
+        """The output head (``head`` overrides the decoder's own, e.g. a per-task head), resized to ``out_size``."""
+        head = head if head is not None else self.head
+        if head is None:
+            raise ValueError("this decoder's head was moved to per-task heads: pass head=")
+        logits = head(features)
         if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
             logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
         return logits
+
+    def forward(self, x: torch.Tensor, skips: Sequence[torch.Tensor] = (),
+                out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """``x [N, in_dim, h, w]``, ``skips`` as declared -> logits ``[N, out, H, W]``."""
+        return self.logits(self.features(x, skips), out_size)
 
 
 DECODERS = {"progressive": ProgressiveDecoder}

@@ -6,9 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-SUMMARY_KEYS = (("la", "LA"), ("aa", "AA"), ("a_inc", "A_inc"), ("forgetting", "Forgetting"), ("bwt", "BWT"), ("fwt", "FWT"))
-METRIC_TITLES = {"map": "mAP", "maxf": "Max-F", "maxf_official": "Max-F (official, per batch)", "miou": "mIoU",
-                 "aupr": "AUPR", "dice": "Dice", "f1": "F1", "acc": "class accuracy"}
+from clavs.metrics.names import METRIC_TITLES, SUMMARY_KEYS
 
 
 def _fmt(x: Any) -> str:

@@ -3,8 +3,10 @@
 Layout (DESIGN.md):
     runs/<experiment>/<protocol>/<method>/seed<k>-<hash>/
         config.yaml     fully resolved config
-        matrices.json   {"tasks": T, "metrics": {name: {"R": [[...]], "b": [...]}}}  (null = not evaluated)
-        summary.json    {name: {la, aa, a_inc, forgetting, bwt, fwt}}
+        matrices.json   {"tasks": T, "metrics": {name: {"R": [[...]], "b": [...]}}}  (null = not evaluated), test clips
+        summary.json    {name: {la, aa, a_inc, forgetting, bwt, fwt[, a_auc]}}, test clips
+        matrices_val.json, summary_val.json   the same on the validation clips (what choices are made on)
+        anytime.json    task-free streams: the anytime-accuracy curve {"every_steps", "points": [...]}
         profile.json    wall time per task, frames/s, peak memory, parameter counts
         checkpoints/    task_<t>.pt after each task
         log.txt         human-readable log
@@ -29,6 +31,9 @@ from clavs.utils.io import atomic_write_json, atomic_write_text
 CONFIG_FILE = "config.yaml"
 MATRICES_FILE = "matrices.json"
 SUMMARY_FILE = "summary.json"
+MATRICES_VAL_FILE = "matrices_val.json"
+SUMMARY_VAL_FILE = "summary_val.json"
+ANYTIME_FILE = "anytime.json"
 PROFILE_FILE = "profile.json"
 LOG_FILE = "log.txt"
 DONE_FILE = "DONE"
@@ -90,7 +95,7 @@ class RunDir:
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
-    def write_matrices(self, tasks: int, matrices: dict[str, dict[str, Any]]) -> None:
+    def write_matrices(self, tasks: int, matrices: dict[str, dict[str, Any]], split: str = "test") -> None:
         """`matrices` maps metric -> {"R": T x T (NaN/None where not evaluated), "b": [T] or None}."""
         payload = {
             "tasks": tasks,
@@ -99,10 +104,13 @@ class RunDir:
                 for name, m in matrices.items()
             },
         }
-        atomic_write_json(self.path / MATRICES_FILE, payload)
+        atomic_write_json(self.path / _split_file(MATRICES_FILE, split), payload)
 
-    def write_summary(self, summary: dict[str, dict[str, float]]) -> None:
-        atomic_write_json(self.path / SUMMARY_FILE, summary)
+    def write_summary(self, summary: dict[str, dict[str, float]], split: str = "test") -> None:
+        atomic_write_json(self.path / _split_file(SUMMARY_FILE, split), summary)
+
+    def write_anytime(self, anytime: dict[str, Any]) -> None:
+        atomic_write_json(self.path / ANYTIME_FILE, anytime)
 
     def write_profile(self, profile: dict[str, Any]) -> None:
         atomic_write_json(self.path / PROFILE_FILE, profile)
@@ -151,14 +159,20 @@ class RunDir:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
 
-    def matrices(self) -> dict[str, Any]:
-        return self._json(MATRICES_FILE)
+    def matrices(self, split: str = "test") -> dict[str, Any]:
+        return self._json(_split_file(MATRICES_FILE, split))
 
-    def summary(self) -> dict[str, Any]:
-        return self._json(SUMMARY_FILE)
+    def summary(self, split: str = "test") -> dict[str, Any]:
+        return self._json(_split_file(SUMMARY_FILE, split))
 
     def profile(self) -> dict[str, Any]:
         return self._json(PROFILE_FILE)
+
+
+def _split_file(name: str, split: str) -> str:
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    return name if split == "test" else name.replace(".json", "_val.json")
 
 
 @dataclass(frozen=True)
@@ -194,15 +208,23 @@ def list_runs(runs_dir: str | os.PathLike, *, done_only: bool = False) -> list[R
 
 
 def load_run(path: str | os.PathLike) -> dict[str, Any]:
-    """Config, matrices, summary and profile of one finished run, as plain dicts."""
+    """Config, matrices, summary and profile of one run (test clips; `*_val` the validation clips;
+    `anytime` for task-free streams), as plain dicts."""
     run = RunDir(Path(path))
+
+    def optional(name: str, read: Any) -> Any:
+        return read() if (run.path / name).exists() else {}
+
     return {
         "path": run.path,
         "config": run.config(),
         "matrices": run.matrices(),
         # An unfinished run has matrices for the tasks done so far but no summary yet.
         "summary": run.summary() if (run.path / SUMMARY_FILE).exists() or run.done else {},
-        "profile": run.profile() if (run.path / PROFILE_FILE).exists() else {},
+        "matrices_val": optional(MATRICES_VAL_FILE, lambda: run.matrices("val")),
+        "summary_val": optional(SUMMARY_VAL_FILE, lambda: run.summary("val")),
+        "anytime": optional(ANYTIME_FILE, lambda: run._json(ANYTIME_FILE)),
+        "profile": optional(PROFILE_FILE, run.profile),
         "done": run.done,
     }
 

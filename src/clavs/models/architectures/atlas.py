@@ -2,13 +2,14 @@
 
 Data flow per frame (shared/reference/atlas.md; every "ours" choice is a field of AtlasNetConfig):
 
-    frames [B,T,3,H,W] --LoRA-adapted frozen ViT/PVT--> tokens v [BT,N,C_v] + skip maps
+    batch.frames [B,T,3,H,W] --LoRA-adapted frozen ViT/PVT--> tokens v [BT,N,C_v] + skip maps
     audio_emb [B,T,D_a] --Linear+LayerNorm--> a [B,T,d]             (cached frozen PANN embeddings)
     pre-fusion conditioning:  gamma, beta = MLP(a_t);  v' = (1 + gamma) v + beta     (switchable)
     cross-attention fusion:   z = LN(q + softmax(q K^T / sqrt(d_head)) V),  q = Linear(v'),
                               K, V from the clip's T audio tokens ('clip') or the frame's own ('frame')
     decoder: progressive x2 upsampling of z with encoder skips, LoRA on its convs -> mask logits [BT,1,H,W]
     class head: mean over z's tokens -> Linear -> class logits [BT,C] (growable with add_classes)
+    TIL: one mask head per task (models/architectures/base.py), chosen by batch.task_id
 
 The training objective, Low-Rank Anchoring and the continual method live elsewhere (methods/).
 """
@@ -18,18 +19,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import torch
 from torch import nn
 
+from clavs.batch import Batch, ModelOutput
+from clavs.models.architectures.base import SegmentationNet
 from clavs.models.decoders import build_decoder
-from clavs.models.encoders.lora import apply_lora, is_lora_parameter_name
+from clavs.models.encoders.lora import apply_lora
 from clavs.models.encoders.visual import VisualEncoder, create_visual_encoder
 from clavs.models.fusion import AudioConditioning, CrossModalAttentionFusion
 
 __all__ = ["AtlasNetConfig", "AtlasNet", "PARAMETER_GROUPS"]
 
 PARAMETER_GROUPS = ("visual", "visual_lora", "audio_proj", "conditioning", "fusion", "decoder", "decoder_lora",
-                    "class_head")
+                    "mask_head", "class_head")
 
 _DEFAULT_LORA_TARGETS = {"vit": ("qkv",), "pvt_v2": ("q", "kv")}  # Q/V of every attention block
 
@@ -72,6 +74,7 @@ class AtlasNetConfig:
     # class head
     use_class_head: bool = True
     num_classes: int = 0
+    task_heads: bool = False                  # TIL: one mask head per task, chosen by batch.task_id
 
     def __post_init__(self) -> None:
         if self.audio_context not in ("clip", "frame"):
@@ -103,15 +106,20 @@ class AtlasNetConfig:
         return out
 
 
-class AtlasNet(nn.Module):
-    """ATLAS network. ``forward(frames [B,T,3,H,W], audio_emb [B,T,D_a])`` -> dict with
-    ``mask_logits [B*T,1,H,W]``, ``class_logits [B*T,C]`` (None without a head or with C == 0) and
-    ``features`` (``visual_tokens``, ``conditioned``, ``fused`` [B*T,N,*], ``pooled`` [B*T,d],
-    ``audio`` [B,T,d], ``visual_maps`` list, ``grid`` (h, w)).
+class AtlasNet(SegmentationNet):
+    """ATLAS network. ``forward(batch)`` -> ModelOutput with ``mask_logits [B*t,1,H,W]`` for the batch's
+    decoded frames, ``class_logits [B*t,C]`` (None without a head or with C == 0) and ``features``
+    (``visual_tokens``, ``conditioned``, ``fused`` [B*t,N,*], ``pooled`` [B*t,d], ``audio`` [B,T,d],
+    ``visual_maps`` list, ``grid`` (h, w)).
 
     Trainable at construction: LoRA matrices of the encoder (its base is frozen), audio projection,
     conditioning, fusion, decoder (base and LoRA) and class head. See :meth:`named_parameter_groups`.
     """
+
+    GROUPS = {"visual": "visual", "audio_proj": "audio_proj", "conditioning": "conditioning", "fusion": "fusion",
+              "decoder": "decoder", "mask_heads": "mask_head", "class_head": "class_head"}
+    LORA_GROUPS = ("visual", "decoder")
+    GROUP_ORDER = PARAMETER_GROUPS
 
     def __init__(self, config: AtlasNetConfig | None = None, visual: VisualEncoder | None = None):
         super().__init__()
@@ -137,23 +145,17 @@ class AtlasNet(nn.Module):
             apply_lora(self.decoder, self.decoder.lora_target_names(), r=cfg.decoder_lora_r or cfg.lora_r,
                        alpha=cfg.decoder_lora_alpha or cfg.lora_alpha, dropout=cfg.lora_dropout,
                        freeze_base=not cfg.decoder_base_trainable)
-        self.class_head: nn.Linear | None = None
-        if cfg.use_class_head and cfg.num_classes > 0:
-            self.class_head = nn.Linear(d, cfg.num_classes)
+        self._init_heads(d, cfg.use_class_head, cfg.num_classes, cfg.task_heads)
 
     # ------------------------------------------------------------------ forward
-    # The engine may ask for a subset of each clip's frames (S4 training labels frame 1 only).
-    supports_frame_ids = True
-
-    def forward(self, frames: torch.Tensor, audio_emb: torch.Tensor,
-                frame_ids: list[int] | None = None) -> dict[str, Any]:
-        """frame_ids: decode only these frame positions of every clip (outputs are [B*len(ids), ...]);
-        the audio context of the whole clip is still used."""
+    def forward(self, batch: Batch) -> ModelOutput:
+        """Decodes `batch.decoded_frames` of every clip; the audio context is always the whole clip."""
+        frames, audio_emb, frame_ids = batch.frames, batch.audio, batch.frame_ids
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ValueError(f"frames must be [B, T, 3, H, W], got {tuple(frames.shape)}")
         b, t_all, _, height, width = frames.shape
         if audio_emb.shape != (b, t_all, self.config.audio_dim):
-            raise ValueError(f"audio_emb must be [B={b}, T={t_all}, D_a={self.config.audio_dim}] "
+            raise ValueError(f"audio must be [B={b}, T={t_all}, D_a={self.config.audio_dim}] "
                              f"(cached audio embeddings), got {tuple(audio_emb.shape)}")
         audio = self.audio_proj(audio_emb)                        # [B, T, d]
         if frame_ids is not None:
@@ -167,67 +169,12 @@ class AtlasNet(nn.Module):
             keys = audio.repeat_interleave(t, dim=0)              # frame (b, i) attends to clip b's T tokens
         else:
             keys = audio_per_frame[:, None, :]
-        fused = self.fusion(v_cond, keys)                         # [B*T, N, d]
+        fused = self.fusion(v_cond, keys)                         # [B*t, N, d]
         h, w = feats.grid
         fused_map = fused.transpose(1, 2).reshape(b * t, -1, h, w)
-        mask_logits = self.decoder(fused_map, feats.maps, out_size=(height, width))
+        mask_logits = self.decode(fused_map, feats.maps, (height, width), batch.task_id, t)
         pooled = fused.mean(dim=1)
         class_logits = self.class_head(pooled) if self.class_head is not None else None
         features = dict(visual_tokens=v, conditioned=v_cond, fused=fused, pooled=pooled, audio=audio,
                         visual_maps=feats.maps, grid=(h, w))
-        return dict(mask_logits=mask_logits, class_logits=class_logits, features=features)
-
-    # ------------------------------------------------------------------ class head
-    @property
-    def num_classes(self) -> int:
-        return 0 if self.class_head is None else self.class_head.out_features
-
-    def add_classes(self, n: int) -> None:
-        """Grow the class head by ``n`` outputs; existing rows (weights and biases) are kept exactly.
-
-        The head is a new nn.Linear: rebuild the optimizer afterwards.
-        """
-        if not self.config.use_class_head:
-            raise ValueError("add_classes: this AtlasNet was built with use_class_head=False")
-        if n <= 0:
-            raise ValueError(f"add_classes needs n > 0, got {n}")
-        old = self.class_head
-        ref = self.audio_proj[0].weight
-        new = nn.Linear(self.config.dim, self.num_classes + n, device=ref.device, dtype=ref.dtype)
-        if old is not None:
-            with torch.no_grad():
-                new.weight[: old.out_features].copy_(old.weight)
-                new.bias[: old.out_features].copy_(old.bias)
-            new.requires_grad_(old.weight.requires_grad)
-        self.class_head = new
-
-    # ------------------------------------------------------------------ parameters
-    def named_parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """Every parameter, in exactly one of ``PARAMETER_GROUPS`` (all keys present, possibly empty).
-
-        Names are the model's qualified parameter names. ``visual`` is the (frozen) encoder base.
-        """
-        groups: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in PARAMETER_GROUPS}
-        owners = {"visual": "visual", "audio_proj": "audio_proj", "conditioning": "conditioning",
-                  "fusion": "fusion", "decoder": "decoder", "class_head": "class_head"}
-        for name, p in self.named_parameters():
-            top = name.split(".", 1)[0]
-            group = owners[top]
-            if group in ("visual", "decoder") and is_lora_parameter_name(name):
-                group += "_lora"
-            groups[group].append((name, p))
-        return groups
-
-    def set_group_trainable(self, group: str, trainable: bool) -> None:
-        """Set ``requires_grad`` on every parameter of one group (see :meth:`named_parameter_groups`)."""
-        groups = self.named_parameter_groups()
-        if group not in groups:
-            raise ValueError(f"unknown parameter group {group!r}; groups: {list(groups)}")
-        for _, p in groups[group]:
-            p.requires_grad_(trainable)
-
-    def trainable_parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def total_parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return ModelOutput(mask_logits=mask_logits, class_logits=class_logits, features=features, frame_ids=frame_ids)

@@ -1,4 +1,4 @@
-"""SynthAVS: a synthetic audio-visual segmentation dataset written in the exact AVSBench layout.
+"""Building SynthAVS: planning the videos and writing the dataset in the exact AVSBench layout.
 
 `generate(out_root, preset, seed)` writes, under out_root:
 
@@ -15,7 +15,7 @@
     synthavs.json                                        preset, seed, version, counts
 
 Frames are 224x224 RGB PNGs; masks single-channel 'L' PNGs with values 0/255; audio 16 kHz mono
-5 s PCM-16 wav; log-mel pickles [5, 1, 96, 64] computed from the written wav (see audio.py).
+5 s PCM-16 wav; log-mel pickles [5, 1, 96, 64] computed from the written wav (see clavs.data.audio).
 
 Every S4 frame shows the sounding object plus 1-3 silent objects of other categories, so audio is
 needed to pick the target; MS3 clips have 2-3 sounding objects and 1-2 silent ones. Silent objects
@@ -42,20 +42,13 @@ from PIL import Image
 
 from clavs.data.audio import avsbench_logmel, decode_wav, encode_wav, logmel_pickle_bytes
 from clavs.data.categories import S4_CATEGORIES
-from clavs.data.synth_audio import SAMPLE_RATE, synthesize_audio
-from clavs.data.synth_identities import (CATEGORY_GROUPS, Identity, SoundIdentity, VisualIdentity,
-                                         benchmark_identities, make_identities)
-from clavs.data.synth_render import (DOMAINS, Domain, DomainFactors, PlacedObject, SynthClip,
-                                     make_background, render_clip, render_frame, sample_domain_factors)
+from clavs.data.synth.audio import SAMPLE_RATE
+from clavs.data.synth.identities import CATEGORY_GROUPS, benchmark_identities
+from clavs.data.synth.render import DOMAINS, SynthClip, render_clip
 from clavs.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = [
-    "SYNTHAVS_VERSION", "SPLITS", "SynthPreset", "PRESETS", "generate", "VideoPlan", "plan_videos", "render_video", "s4_video_name", "ms3_video_name",
-    # rendering primitives, re-exported for encoder pretraining
-    "Identity", "VisualIdentity", "SoundIdentity", "benchmark_identities", "make_identities",
-    "DOMAINS", "Domain", "DomainFactors", "sample_domain_factors", "make_background", "PlacedObject",
-    "render_frame", "render_clip", "SynthClip", "synthesize_audio",
-]
+__all__ = ["SYNTHAVS_VERSION", "SPLITS", "SynthPreset", "PRESETS", "generate", "VideoPlan", "plan_videos",
+           "render_video", "s4_video_name", "ms3_video_name"]
 
 SYNTHAVS_VERSION = "1"
 SPLITS = ("train", "val", "test")

@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from clavs.data.synth_audio import SAMPLE_RATE, mix_sources, synthesize_audio
-from clavs.data.synth_identities import COLOR_RGB, Identity, VisualIdentity
+from clavs.data.synth.audio import SAMPLE_RATE, mix_sources, synthesize_audio
+from clavs.data.synth.identities import COLOR_RGB, Identity, VisualIdentity
 
 ACCENT_RGB = {"light": (235, 235, 225), "dark": (35, 35, 40), "gold": (215, 170, 40)}
 

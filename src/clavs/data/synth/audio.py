@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clavs.data.synth_identities import SoundIdentity
+from clavs.data.synth.identities import SoundIdentity
 
 SAMPLE_RATE = 16000
 MAX_PARTIAL_HZ = 7400.0  # partials above the top VGGish mel edge are dropped (and would alias near 8 kHz)

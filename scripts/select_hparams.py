@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Choose every method's hyperparameters on validation data: run a grid (seed 0, CIL 11-2, the
+embedded default) and pick, per method, the grid point with the best validation AA (mAP) — the mean
+of the last row of matrices_val.json. Test numbers are never read.
+
+    python scripts/select_hparams.py [RUNS_DIR] [--jobs 2] [--methods atlas,ewc]
+
+Runs already DONE are skipped, so a relaunch only runs what is missing. Prints one table per method
+(validation AA and Forgetting of every grid point) and the winners as `method.key=value` overrides.
+The grids are the GRIDS dict below; docs/reproducibility.md records the winners.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+GRIDS: dict[str, dict[str, list]] = {
+    "atlas": {"lra_lambda": [5.0, 20.0, 80.0], "anchor_fusion": [False, True], "decoder_base_after_first": [False, True]},
+    "ewc": {"ewc_lambda": [10.0, 100.0, 1000.0, 10000.0]},
+    "si": {"si_c": [0.1, 0.5, 2.0, 8.0]},
+    "mas": {"mas_lambda": [0.1, 1.0, 10.0, 100.0]},
+    "lwf": {"alpha": [0.3, 1.0, 3.0, 10.0]},
+}
+EXPERIMENT = "valgrid"
+
+
+def _value(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def grid_points(method: str) -> list[dict]:
+    keys = list(GRIDS[method])
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(GRIDS[method][k] for k in keys))]
+
+
+def command(clavs: str, runs: Path, method: str, point: dict, extra: list[str]) -> list[str]:
+    return [clavs, "run", "--no-progress", "--runs-dir", str(runs), "--method", method, "--seed", "0",
+            f"experiment={EXPERIMENT}", *[f"method.{k}={_value(v)}" for k, v in point.items()], *extra]
+
+
+def validation_aa(runs: Path, method: str, point: dict) -> tuple[float, float] | None:
+    """(AA, Forgetting) of mAP on the validation clips of the finished run of this grid point."""
+    import yaml
+
+    for cfg in (runs / EXPERIMENT / "cil" / method).glob("seed0-*/config.yaml"):
+        c = yaml.safe_load(cfg.read_text())
+        if all(c["method"].get(k) == v for k, v in point.items()) and (cfg.parent / "DONE").exists():
+            s = json.loads((cfg.parent / "summary_val.json").read_text())["map"]
+            return s["aa"], s["forgetting"]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs_dir", nargs="?", default="runs-select")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at once (each uses one thread)")
+    ap.add_argument("--methods", default=",".join(GRIDS))
+    ap.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a preset's)")
+    args = ap.parse_args(argv)
+    runs = Path(args.runs_dir)
+    clavs = shutil.which("clavs") or str(Path(sys.executable).with_name("clavs"))
+    methods = [m for m in args.methods.split(",") if m]
+    todo = [(m, p) for m in methods for p in grid_points(m) if validation_aa(runs, m, p) is None]
+    print(f"{len(todo)} grid runs to do ({sum(len(grid_points(m)) for m in methods)} in all)", flush=True)
+
+    def launch(job):
+        m, p = job
+        done = subprocess.run(command(clavs, runs, m, p, args.extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        status = "ok" if done.returncode == 0 else f"FAILED ({done.returncode}): {done.stderr.strip()[-300:]}"
+        print(f"{m} {p}: {status}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(launch, todo))
+    winners = {}
+    for m in methods:
+        print(f"\n{m}: validation mAP (CIL 11-2, seed 0)")
+        best = None
+        for p in grid_points(m):
+            res = validation_aa(runs, m, p)
+            shown = "missing" if res is None else f"AA {res[0]:6.2f}  Forgetting {res[1]:6.2f}"
+            print(f"  {' '.join(f'{k}={_value(v)}' for k, v in p.items()):60s} {shown}")
+            if res is not None and not math.isnan(res[0]) and (best is None or res[0] > best[1]):
+                best = (p, res[0])
+        if best:
+            winners[m] = best[0]
+            print(f"  -> best: {' '.join(f'method.{k}={_value(v)}' for k, v in best[0].items())} (validation AA {best[1]:.2f})")
+    print("\nwinners:", json.dumps(winners))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

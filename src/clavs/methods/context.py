@@ -1,0 +1,47 @@
+"""What the engine gives a method: the device, distributed reductions, autocast, the config, a log,
+and read access to the current task's data. Methods import this, never the engine."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Iterable
+
+import torch
+
+from clavs.batch import Batch
+
+
+@dataclass
+class MethodContext:
+    fabric: Any  # lightning_fabric.Fabric
+    config: dict[str, Any]
+    log: Callable[[str], None] = field(default=print)
+    # Set by the engine: prepared (device, float) batches of a split's clips of the current task (or,
+    # in a task-free stream, of the clips seen since the last consolidation); model mode untouched.
+    data_source: Callable[[str], Iterable[Batch]] | None = None
+    task_free: bool = False  # a task-free stream: no boundaries are revealed to the method
+
+    @property
+    def device(self) -> torch.device:
+        return self.fabric.device
+
+    @property
+    def world_size(self) -> int:
+        return self.fabric.world_size
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum a statistic (Fisher, path integral, prototype sums, ...) over all processes."""
+        if self.fabric.world_size == 1:
+            return tensor
+        return self.fabric.all_reduce(tensor, reduce_op="sum")
+
+    def autocast(self) -> ContextManager:
+        """The run's precision context (bf16/16-mixed autocast), for forwards outside the wrapped model."""
+        return self.fabric.autocast() if self.fabric is not None else contextlib.nullcontext()
+
+    def data(self, split: str = "train") -> Iterable[Batch]:
+        """The current task's clips of `split` ('train', 'val') as prepared batches."""
+        if self.data_source is None:
+            raise RuntimeError("no task data is available outside training")
+        return self.data_source(split)

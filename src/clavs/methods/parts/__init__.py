@@ -1,0 +1,13 @@
+"""Mechanisms several methods share, each written once: the SI path integral (SI, ATLAS's LRA),
+quadratic anchoring to importance-weighted anchors (EWC, SI, MAS, LRA), per-clip importance passes
+(Fisher for EWC, output sensitivity for MAS), a frozen teacher (LwF and the distillation methods),
+and running feature statistics (prototype methods)."""
+
+from clavs.methods.parts.importance import clip_gradient_statistic, fisher_diagonal, output_sensitivity
+from clavs.methods.parts.path_integral import PathIntegral
+from clavs.methods.parts.quadratic import QuadraticAnchor
+from clavs.methods.parts.statistics import RunningMoments
+from clavs.methods.parts.teacher import FrozenTeacher
+
+__all__ = ["FrozenTeacher", "PathIntegral", "QuadraticAnchor", "RunningMoments", "clip_gradient_statistic",
+           "fisher_diagonal", "output_sensitivity"]
