@@ -114,3 +114,30 @@ def test_resume_refuses_options_that_would_change_the_config(capsys, tmp_path):
     assert main(["run", "--resume", str(path), "--seed", "3", "train.lr=1"]) == 2
     out = capsys.readouterr().out
     assert "--seed" in out and "key=value" in out and "saved config.yaml" in out
+
+
+def test_table_validation_split_markdown_and_exemplar_mark(capsys, tmp_path):
+    from clavs.results import RunDir
+
+    for seed, (test_aa, val_aa) in enumerate([(50.0, 40.0), (54.0, 44.0)]):
+        run = RunDir(tmp_path / f"run{seed}").create()
+        run.write_config({"experiment": "x", "seed": seed, "protocol": {"name": "cil"}, "method": {"name": "replayer"}})
+        for split, aa in (("test", test_aa), ("val", val_aa)):
+            run.write_matrices(1, {"map": {"R": [[aa]], "b": [1.0]}}, split=split)
+            run.write_summary({"map": {"la": aa, "aa": aa, "a_inc": aa, "forgetting": None, "bwt": None, "fwt": None}},
+                              split=split)
+        run.write_profile({"method": {"name": "replayer", "family": "replay", "uses_exemplars": True}})
+        run.mark_done()
+    assert main(["table", str(tmp_path), "--split", "val", "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    assert "| x | cil | replayer | E | 0,1 | 42.00 ± 2.83 |" in out  # the two seeds of one config: one row
+    assert main(["table", str(tmp_path), "--format", "md"]) == 0
+    assert "52.00 ± 2.83" in capsys.readouterr().out
+
+
+def test_methods_lists_families(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("finetune", "lwf", "ewc", "si", "mas", "atlas"):
+        assert any(line.startswith(name + " ") for line in out.splitlines()), name
+    assert "(1) exemplar-free CL adapted to AVS" in out and "ATLAS (ours)" in out

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from clavs.protocols.scenario import PROTOCOLS
+
 EPILOG_RUN = """examples:
   clavs run                                   the embedded default: SynthAVS, ATLAS, CIL 11-2, seed 0
   clavs run --method finetune --protocol til
@@ -28,7 +30,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override any config value, e.g. train.lr=3e-4")
     p.add_argument("--method", help="method name (see `clavs methods`); default atlas")
-    p.add_argument("--protocol", choices=["til", "cil", "dil", "tfcl"], help="continual protocol; default cil")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), help="continual protocol; default cil")
     p.add_argument("--split", help="task split B-I, e.g. 11-2 (S4) or 31-5 (TF-CL)")
     p.add_argument("--preset", choices=["smoke", "default", "paper"], default="default",
                    help="smoke: tiny data, 1 epoch (tests); default: SynthAVS + tiny encoders (CPU, minutes); "
@@ -195,9 +197,17 @@ def cmd_table(args: argparse.Namespace) -> int:
             return "·"
         return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
 
-    for r in rows:
-        table.add_row(r["experiment"], r["protocol"], r["label"], "E" if r["uses_exemplars"] else "",
-                      ",".join(map(str, r["seeds"])), *[cell(r[k], len(r["seeds"])) for k, _ in keys])
+    body = [[r["experiment"], r["protocol"], r["label"], "E" if r["uses_exemplars"] else "",
+             ",".join(map(str, r["seeds"])), *[cell(r[k], len(r["seeds"])) for k, _ in keys]] for r in rows]
+    if args.format == "md":
+        head = ["experiment", "protocol", "method", "E", "seeds", *[t for _, t in keys]]
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for line in body:
+            print("| " + " | ".join(line) + " |")
+        return 0
+    for line in body:
+        table.add_row(*line)
     Console(width=max(160, Console().width)).print(table)
     return 0
 
@@ -262,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="map", help="metric (default map)")
     p.add_argument("--split", choices=["test", "val"], default="test",
                    help="test clips (reported numbers) or validation clips (what choices are made on)")
+    p.add_argument("--format", choices=["rich", "md"], default="rich", help="a terminal table or Markdown")
     sub.add_parser("methods", help="list the available methods")
     p = sub.add_parser("pretrain", help="pretrain the tiny encoders on synthetic classes disjoint from the 23 "
                                         "(cached under $CLAVS_HOME or $XDG_CACHE_HOME/clavs)")
@@ -280,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `clavs table ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from clavs.utils.kernels import pin_cpu_kernels
 

@@ -39,6 +39,7 @@ from torch import nn
 
 from clavs.batch import Batch, ModelOutput, clip_class_logits, labelled_frames
 from clavs.models.architectures.base import METHOD_MODULES
+from clavs.protocols.scenario import PROTOCOLS
 
 if TYPE_CHECKING:  # pragma: no cover
     from clavs.methods.context import MethodContext
@@ -104,7 +105,7 @@ class Method:
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = "cl"
-    protocols: ClassVar[tuple[str, ...]] = ("til", "cil", "dil", "tfcl")
+    protocols: ClassVar[tuple[str, ...]] = PROTOCOLS
     uses_exemplars: ClassVar[bool] = False
     # The network it trains: a key of clavs.models.build.NETWORKS.
     network: ClassVar[str] = "plain"

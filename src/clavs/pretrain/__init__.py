@@ -17,7 +17,7 @@ Objectives: multi-label classification on the pooled embedding (softmax cross-en
 labels spread evenly, which learns far faster than sigmoids in a short job), plus a cheap dense one (each patch
 token predicts the share of every class and of the background in its patch), so the tokens the
 segmentation decoder reads already localise objects. Frames are ImageNet-normalised, as the engine
-feeds them (`clavs.engine.clips.prepare_batch`: values in [0, 1]); the encoder applies its own mean/std.
+feeds them (`clavs.batch.Batch.prepared`: values in [0, 1]); the encoder applies its own mean/std.
 
 Audio task: 1 s clips (16 kHz) mixing 1-2 extra sounds with a SynthAVS domain's coloured noise at the
 domain's SNR, peak-normalised like the benchmark wavs; multi-label classification.
