@@ -174,7 +174,7 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             stores, audio_dim = embed_stores(config, datasets, decoded, scenario, progress)
             seed_all(config["seed"])
             model = method_cls.build_model(config, scenario, audio_dim).to(fabric.device)
-        task_free = scenario.protocol == "tfcl" and config["protocol"]["boundaries"] == "hidden"
+        task_free = scenario.protocol == "tfcl" and config["protocol"].get("boundaries", "visible") == "hidden"  # runs made before it: visible
         ctx = MethodContext(fabric=fabric, config=config, log=run.log if fabric.is_global_zero else (lambda m: None),
                             task_free=task_free)
         method = method_cls(model, method_cls.make_hparams(config["method"]), scenario, ctx)

@@ -33,11 +33,16 @@ class EWC(Finetune):
         super().begin_task(task)
         self.anchor.rebind(self.anchored_parameters())
 
+    penalty_name = "ewc"
+
+    def strength(self) -> float:
+        return self.hp.ewc_lambda
+
     def training_step(self, batch, model):
         terms = super().training_step(batch, model)
         penalty = self.anchor.penalty()
         if penalty is not None:
-            terms["ewc"] = self.hp.ewc_lambda * penalty
+            terms[self.penalty_name] = self.strength() * penalty
         return terms
 
     def consolidate(self, data):

@@ -25,12 +25,10 @@ class MAS(EWC):
     name = "mas"
     Hparams = MASHparams
 
-    def training_step(self, batch, model):
-        terms = super(EWC, self).training_step(batch, model)
-        penalty = self.anchor.penalty()
-        if penalty is not None:
-            terms["mas"] = self.hp.mas_lambda * penalty
-        return terms
+    penalty_name = "mas"
+
+    def strength(self) -> float:
+        return self.hp.mas_lambda
 
     def consolidate(self, data):
         omega = output_sensitivity(self.model, data, self.anchor.params, autocast=self.ctx.autocast)
