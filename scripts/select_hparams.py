@@ -21,13 +21,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# ATLAS: LRA's strength in the paper's form, then each of our two extensions at the middle strength;
+# ATLAS: LRA's strength in the paper's form, then our two extensions (each, and both) at the middle strength;
 # the CL baselines: the original default and a stronger setting (x10; x100 for EWC, whose Fisher is
 # small on these networks). Small grids because every point is a full run (a few minutes on 2 cores).
 GRIDS: dict[str, list[dict]] = {
     "atlas": [{"lra_lambda": lam, "anchor_fusion": False, "decoder_base_after_first": False} for lam in (5.0, 20.0, 80.0)]
-    + [{"lra_lambda": 20.0, "anchor_fusion": True, "decoder_base_after_first": False},
-       {"lra_lambda": 20.0, "anchor_fusion": False, "decoder_base_after_first": True}],
+    + [{"lra_lambda": 20.0, "anchor_fusion": af, "decoder_base_after_first": db}
+       for af, db in ((True, False), (False, True), (True, True))],
     "ewc": [{"ewc_lambda": v} for v in (100.0, 10000.0)],
     "si": [{"si_c": v} for v in (0.5, 5.0)],
     "mas": [{"mas_lambda": v} for v in (1.0, 10.0)],
@@ -67,12 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs_dir", nargs="?", default="runs-select")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (each uses one thread)")
     ap.add_argument("--methods", default=",".join(GRIDS))
+    ap.add_argument("--report-only", action="store_true", help="run nothing; print what the finished runs say")
     ap.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a preset's)")
     args = ap.parse_args(argv)
     runs = Path(args.runs_dir)
     clavs = shutil.which("clavs") or str(Path(sys.executable).with_name("clavs"))
     methods = [m for m in args.methods.split(",") if m]
-    todo = [(m, p) for m in methods for p in grid_points(m) if validation_aa(runs, m, p) is None]
+    unknown = [m for m in methods if m not in GRIDS]
+    if unknown or args.jobs < 1:
+        ap.error(f"unknown method(s) {unknown}; grids exist for {', '.join(GRIDS)}" if unknown else "--jobs must be >= 1")
+    todo = [] if args.report_only else [(m, p) for m in methods for p in grid_points(m) if validation_aa(runs, m, p) is None]
     print(f"{len(todo)} grid runs to do ({sum(len(grid_points(m)) for m in methods)} in all)", flush=True)
 
     def launch(job):

@@ -399,8 +399,12 @@ def test_atlas_lra_and_si_share_one_path_integral():
     for hook in ("after_backward", "after_step", "training_step", "selection_state", "restore_selection_state"):
         assert hook not in vars(Atlas) and hook not in vars(SI), hook  # one implementation of the hooks
     groups = atlas.model.named_parameter_groups()
-    expected = [n for g in ("visual_lora", "decoder", "decoder_lora") for n, _ in groups[g]]
+    paper = ("visual_lora", "decoder", "decoder_lora")
+    fusion = ("audio_proj", "conditioning", "fusion")  # our extension, method.anchor_fusion (on by default)
+    expected = [n for g in paper + fusion for n, _ in groups[g]]
     assert sorted(atlas.path.params) == sorted(expected)
+    as_paper = Atlas(tiny_atlas(seed=9), AtlasHparams(anchor_fusion=False), fake_scenario(), fake_ctx())
+    assert sorted(as_paper.path.params) == sorted(n for g in paper for n, _ in groups[g])
 
     model = atlas.model
     atlas.begin_task(make_task(0))
@@ -587,3 +591,12 @@ def test_table_shows_the_lra_ablation_as_two_rows(smoke_run, tmp_path, clavs_hom
                          text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert "atlas method.lra=true" in out.stdout and "atlas method.lra=false" in out.stdout
+
+
+def test_atlas_decoder_base_trains_after_the_first_task_only_with_the_extension():
+    for extension, expect in ((False, False), (True, True)):
+        atlas = Atlas(tiny_atlas(seed=11), AtlasHparams(decoder_base_after_first=extension), fake_scenario(), fake_ctx())
+        assert "decoder" in atlas.trained_groups()  # task 0 trains the decoder from scratch
+        atlas.consolidate(None)
+        assert ("decoder" in atlas.trained_groups()) is expect
+        assert "decoder_lora" in atlas.trained_groups()

@@ -4,7 +4,7 @@ LoRA-adapted decoder, and Low-Rank Anchoring (LRA) against drift of the adapted 
 LRA (reference/atlas.md, "ours"): importance is the Synaptic-Intelligence path integral along the
 optimisation trajectory (parts/path_integral.py, shared with SI); penalty
 lra_lambda * sum Omega (theta - theta*)^2 on the LoRA matrices and the decoder's weights, as the
-paper says. Two extensions of ours, off unless validation data prefers them (docs/reproducibility.md):
+paper says. Two extensions of ours, kept because validation data prefers them (docs/reproducibility.md):
 `anchor_fusion` also anchors the audio projection, conditioning and fusion modules;
 `decoder_base_after_first` keeps training the decoder's base weights after the first task (the paper:
 after it, the decoder adapts through its LoRA matrices only).
@@ -27,8 +27,10 @@ class AtlasHparams:
     pre_conditioning: bool = True           # audio-guided pre-fusion conditioning on/off (ablation)
     lra_lambda: float = 20.0                # strength of the anchoring penalty (validation grid)
     lra_xi: float = 1e-3                    # damping of the importance normaliser
-    anchor_fusion: bool = False             # ours: LRA also anchors audio_proj, conditioning, fusion
-    decoder_base_after_first: bool = False  # ours: the decoder's base weights keep training after task 0
+    # Our two extensions; validation data preferred both (docs/reproducibility.md), so they are on.
+    # method.anchor_fusion=false method.decoder_base_after_first=false is ATLAS as the paper states it.
+    anchor_fusion: bool = True              # ours: LRA also anchors audio_proj, conditioning, fusion
+    decoder_base_after_first: bool = True   # ours: the decoder's base weights keep training after task 0
     consolidate_every: int = 40             # task-free streams: training steps between consolidations
 
 

@@ -14,7 +14,7 @@ from clavs.methods.parts import QuadraticAnchor, fisher_diagonal
 
 @dataclass
 class EWCHparams:
-    ewc_lambda: float = 100.0    # penalty strength (validation grid)
+    ewc_lambda: float = 10000.0  # penalty strength (validation grid; Fisher values are small here)
     gamma: float = 1.0           # decay of the previous Fisher (online EWC)
     consolidate_every: int = 40  # task-free streams: training steps between Fisher passes
 
