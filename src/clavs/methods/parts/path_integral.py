@@ -26,6 +26,7 @@ class PathIntegral:
         self._prev: dict[str, torch.Tensor] = {}
         self._grad: dict[str, torch.Tensor] = {}
         self._w: dict[str, torch.Tensor] = {}
+        self.begin()
 
     @property
     def omega(self) -> dict[str, torch.Tensor]:
