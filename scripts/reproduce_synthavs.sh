@@ -3,7 +3,8 @@
 # tiny pretrained encoders): CIL 11-2 over seeds 0-2 for finetune, lwf, ewc, si, mas, atlas and the
 # Table 2 ablations of ATLAS; TIL, DIL and TF-CL for seed 0. The methods run with their defaults,
 # which scripts/select_hparams.py chose on validation data.
-# About 40 minutes on 2 CPU cores (two runs at a time, one thread each).
+# 45 runs, two at a time with one thread each; every run's time is in its profile.json (the page
+# says what one CIL run took here).
 # Usage: scripts/reproduce_synthavs.sh [RUNS_DIR]   (needs `clavs` on PATH, e.g. .venv/bin)
 set -euo pipefail
 RUNS="${1:-runs-reproduce}"
