@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from clavs.utils.io import atomic_write
-from clavs.utils.paths import cache_home  # noqa: F401  (re-exported for older imports)
+from clavs.utils.paths import cache_home
 
 _CACHE_VERSION = "1"
 

@@ -101,7 +101,6 @@ class Trainer:
         self.on_task_end = on_task_end
         self.T = len(scenario.tasks)
         self.task_free = ctx.task_free
-        self.optimizer_state: Any = None  # the stream's optimiser (task-free), saved in checkpoints
 
     # -- data ------------------------------------------------------------------------------
     def _batches(self, loader: Iterable[Any]) -> Iterator[Batch]:

@@ -120,7 +120,7 @@ def write_results(run: RunDir, scenario: Any, state: LoopState, method: Any) -> 
                         summary[name]["a_auc"] = anytime_auc(clips, [p["scores"][name] for p in state.anytime])
             run.write_summary(summary, split=split)
     if state.anytime:
-        run.write_anytime({"every_steps": run_config_value(run, "protocol", "anytime_every"), "points": state.anytime})
+        run.write_anytime({"every_steps": method.ctx.config["protocol"].get("anytime_every"), "points": state.anytime})
     total = sum(p.numel() for p in method.model.parameters())
     trainable = max((t.get("trainable_parameters", 0) for t in state.profile["tasks"]), default=0)
     profile = dict(state.profile)
@@ -129,10 +129,6 @@ def write_results(run: RunDir, scenario: Any, state: LoopState, method: Any) -> 
     profile.update({"method": method.info(), "cpu_kernels": kernel_report(), "total_parameters": total, "trainable_parameters_max": trainable,
                     "tasks_done": state.next_task, "tasks_total": T})
     run.write_profile(profile)
-
-
-def run_config_value(run: RunDir, section: str, key: str) -> Any:
-    return run.config().get(section, {}).get(key)
 
 
 def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, console: Any = None) -> Path:
