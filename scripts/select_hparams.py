@@ -52,11 +52,19 @@ def command(clavs: str, runs: Path, method: str, point: dict, extra: list[str]) 
 
 def validation_aa(runs: Path, method: str, point: dict) -> tuple[float, float] | None:
     """(AA, Forgetting) of mAP on the validation clips of the finished run of this grid point."""
+    import dataclasses
+
     import yaml
 
+    from clavs.methods import get_method_class
+
+    # The whole method section must be the method's defaults with this point's values: a run that
+    # shares the point's values but switches something else off (an ablation) is another point.
+    wanted = {**dataclasses.asdict(get_method_class(method).Hparams()), **point}
     for cfg in runs.glob(f"*/cil/{method}/seed0-*/config.yaml"):
         c = yaml.safe_load(cfg.read_text())
-        if all(c["method"].get(k) == v for k, v in point.items()) and (cfg.parent / "DONE").exists():
+        section = {k: v for k, v in c["method"].items() if k != "name"}
+        if section == wanted and (cfg.parent / "DONE").exists():
             s = json.loads((cfg.parent / "summary_val.json").read_text())["map"]
             return s["aa"], s["forgetting"]
     return None
