@@ -47,7 +47,8 @@ def grid_points(method: str) -> list[dict]:
 
 def command(clavs: str, runs: Path, method: str, point: dict, extra: list[str]) -> list[str]:
     return [clavs, "run", "--no-progress", "--runs-dir", str(runs), "--method", method, "--seed", "0",
-            f"experiment={EXPERIMENT}", *[f"method.{k}={_value(v)}" for k, v in point.items()], *extra]
+            f"experiment={EXPERIMENT}", "train.val_matrix=full",  # every validation row: the report shows Forgetting
+            *[f"method.{k}={_value(v)}" for k, v in point.items()], *extra]
 
 
 def validation_aa(runs: Path, method: str, point: dict) -> tuple[float, float] | None:
@@ -66,7 +67,7 @@ def validation_aa(runs: Path, method: str, point: dict) -> tuple[float, float] |
         section = {k: v for k, v in c["method"].items() if k != "name"}
         if section == wanted and (cfg.parent / "DONE").exists():
             s = json.loads((cfg.parent / "summary_val.json").read_text())["map"]
-            return s["aa"], s["forgetting"]
+            return s["aa"], math.nan if s.get("forgetting") is None else s["forgetting"]
     return None
 
 

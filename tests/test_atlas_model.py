@@ -248,3 +248,50 @@ def test_frame_ids_decode_the_same_frames_as_a_full_pass():
     torch.testing.assert_close(part.mask_logits, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(part.class_logits, full.class_logits.reshape(2, 5, 3)[:, [0, 3]].reshape(4, 3),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_resizes_skips_in_the_main_paths_layout_with_the_same_bits():
+    """The decoder resizes each skip in the layout of its main path (channels-last from the token map)
+    to spare the sum a mixed-layout pass: forward and gradients must be bit-identical to resizing the
+    skips in their own (contiguous) layout, the decoder before the change."""
+    import torch.nn.functional as F
+
+    from clavs.models import decoders
+
+    def own_layout_features(self, x, skips=()):
+        x = self.in_proj(x)
+        for lvl, block in enumerate(self.blocks):
+            if lvl > 0:
+                x = F.interpolate(self.up_proj[lvl - 1](x), scale_factor=2, mode="bilinear", align_corners=False)
+            for skip, proj, skip_lvl in zip(skips, self.skip_proj, self.skip_levels):
+                if skip_lvl == lvl:
+                    s = proj(skip)
+                    assert s.is_contiguous()
+                    if s.shape[-2:] != x.shape[-2:]:
+                        s = F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                    x = x + s
+            x = block(x)
+        return x
+
+    def forward_backward(net):
+        net.zero_grad(set_to_none=True)
+        out = net(av_batch(*_inputs(seed=3, b=4)))
+        out.mask_logits.square().mean().backward()
+        return out.mask_logits.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    net = _net(visual_out_indices=(0, 1, 2, 3))
+    _perturb([p for n, p in net.named_parameters() if "lora" in n])
+    layouts = []
+    hook = net.decoder.in_proj.register_forward_hook(
+        lambda m, i, o: layouts.append(o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous()))
+    logits, grads = forward_backward(net)
+    hook.remove()
+    assert layouts == [True]  # the case the change is for: a channels-last main path
+    original = decoders.ProgressiveDecoder.features
+    try:
+        decoders.ProgressiveDecoder.features = own_layout_features
+        ref_logits, ref_grads = forward_backward(net)
+    finally:
+        decoders.ProgressiveDecoder.features = original
+    assert torch.equal(logits, ref_logits)
+    assert grads.keys() == ref_grads.keys() and all(torch.equal(grads[n], ref_grads[n]) for n in grads)

@@ -55,6 +55,26 @@ def test_same_seed_same_numbers(clavs_home, tmp_path):
     assert a == b
 
 
+def test_validation_matrix_last_row_or_full(clavs_home, tmp_path):
+    """train.val_matrix: `last` scores the validation clips after the final task only (the AA that
+    hyperparameters are chosen on); `full` fills every row and b like the test matrix. Training, the
+    test matrix and the run's hash are the same either way."""
+    last = run_experiment(_config(tmp_path / "a"))
+    full = run_experiment(_config(tmp_path / "b", "train.val_matrix=full"))
+    assert last.name == full.name  # same hash: the key records, it does not change what is learned
+    a, b = load_run(last), load_run(full)
+    assert a["matrices"] == b["matrices"] and a["profile"]["tasks"][-1]["best_epoch"] == b["profile"]["tasks"][-1]["best_epoch"]
+    T = a["matrices"]["tasks"]
+    for name, m in a["matrices_val"]["metrics"].items():
+        full_m = b["matrices_val"]["metrics"][name]
+        assert m["b"] is None and all(v is not None for v in full_m["b"])
+        assert m["R"][T - 1] == full_m["R"][T - 1] and all(v is not None for v in m["R"][T - 1])
+        assert all(v is None for row in m["R"][:T - 1] for v in row)
+        assert all(full_m["R"][t][j] is not None for t in range(T) for j in range(min(t + 2, T)))
+    assert a["summary_val"]["map"]["aa"] == b["summary_val"]["map"]["aa"]
+    assert a["summary_val"]["map"]["forgetting"] is None  # needs the earlier rows: not measured
+
+
 def _cli(*args, env):
     return [sys.executable, "-m", "clavs.cli", *args]
 

@@ -275,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["rich", "md"], default="rich", help="a terminal table or Markdown")
     sub.add_parser("methods", help="list the available methods")
     p = sub.add_parser("pretrain", help="pretrain the tiny encoders on synthetic classes disjoint from the 23 "
-                                        "(cached under $CLAVS_HOME or $XDG_CACHE_HOME/clavs)")
-    p.add_argument("--force", action="store_true", help="pretrain again even if cached")
+                                        "(cached under $CLAVS_HOME or $XDG_CACHE_HOME/clavs; on x86-64 the "
+                                        "weights shipped with clavs are copied in instead: --force to retrain)")
+    p.add_argument("--force", action="store_true", help="pretrain again even if cached or shipped")
     data = sub.add_parser("data", help="build SynthAVS or check an AVSBench tree")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     p = dsub.add_parser("synth", help="write SynthAVS in the exact AVSBench layout")

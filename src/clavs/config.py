@@ -148,6 +148,8 @@ def validate_config(config: dict[str, Any]) -> None:
         value = config[section][leaf]
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{key}={value!r} must be a positive integer")
+    if config["train"]["val_matrix"] not in ("last", "full"):
+        raise ConfigError(f"train.val_matrix={config['train']['val_matrix']!r} is not one of last, full")
     if config["train"]["select_metric"] not in SELECT_METRICS:
         raise ConfigError(f"train.select_metric={config['train']['select_metric']!r} is not one of "
                           f"{', '.join(SELECT_METRICS)}")

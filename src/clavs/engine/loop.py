@@ -1,7 +1,8 @@
 """The one training loop. Every method trains through it, customising only the hooks of
 methods/base.py (the hook order is written there). A run: decode data once -> score every task
 before training (b) -> train through the scenario -> after each task score the seen tasks and the
-next one, on the test and on the validation clips -> checkpoint.
+next one on the test clips (and on the validation clips: after the last task only, unless
+train.val_matrix=full) -> checkpoint.
 
 Two schedules share the step:
 - visible boundaries (TIL, CIL, DIL; TF-CL with protocol.boundaries=visible): per task, a fresh
@@ -51,7 +52,7 @@ class LoopState:
     R: dict[str, list[list[float]]] = field(default_factory=dict)       # test: metric -> T x T (NaN = not evaluated)
     b: dict[str, list[float]] = field(default_factory=dict)             # test: metric -> T
     R_val: dict[str, list[list[float]]] = field(default_factory=dict)   # the same on the validation clips
-    b_val: dict[str, list[float]] = field(default_factory=dict)
+    b_val: dict[str, list[float]] = field(default_factory=dict)         # (train.val_matrix=last: last row only)
     profile: dict[str, Any] = field(default_factory=lambda: {"tasks": []})
     # task-free streams: global step, clips since the last consolidation, anytime curve, optimiser
     step: int = 0
@@ -101,6 +102,9 @@ class Trainer:
         self.on_task_end = on_task_end
         self.T = len(scenario.tasks)
         self.task_free = ctx.task_free
+        # The validation matrix's last row gives the AA that hyperparameters are chosen on; the
+        # other rows (validation forgetting, transfer) cost as much as the test matrix again.
+        self._full_val_matrix = self.cfg["train"].get("val_matrix", "full") == "full"
 
     # -- data ------------------------------------------------------------------------------
     def _batches(self, loader: Iterable[Any]) -> Iterator[Batch]:
@@ -218,7 +222,7 @@ class Trainer:
 
     def _stats(self, t: int) -> dict[str, Any]:
         model = self.method.model
-        return {"task": t, "train_frames": 0, "train_seconds": 0.0, "steps": 0, "best_epoch": None,
+        return {"task": t, "train_frames": 0, "train_seconds": 0.0, "select_seconds": 0.0, "steps": 0, "best_epoch": None,
                 "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                 "total_parameters": sum(p.numel() for p in model.parameters())}
 
@@ -254,7 +258,9 @@ class Trainer:
                         self.progress.update(bar, advance=1, description=f"task {t + 1}/{self.T} epoch {epoch + 1} loss {loss:.3f}")
                 stats["train_seconds"] += time.perf_counter() - start
                 if tc["select_metric"] != "last" and len(task.val) > 0:
+                    start = time.perf_counter()
                     value = self.score_task("val", t).get(tc["select_metric"], -math.inf)
+                    stats["select_seconds"] += time.perf_counter() - start
                     if value > best_score:  # model selection on validation data only
                         best_score, best_state, stats["best_epoch"] = value, changing_state(model), epoch
                         best_method_state = self.method.selection_state()
@@ -264,7 +270,9 @@ class Trainer:
             if bar is not None:
                 self.progress.remove_task(bar)
         model.eval()  # end_task sees the model as evaluation does
+        start = time.perf_counter()
         self.method.end_task(task, self.ctx.data("train"))
+        stats["end_task_seconds"] = time.perf_counter() - start
         self.ctx.data_source = None
         return stats
 
@@ -328,7 +336,9 @@ class Trainer:
         eval_start = time.perf_counter()
         row, eval_frames = self.evaluate_row("test", t)
         eval_seconds = time.perf_counter() - eval_start
-        val_row, _ = self.evaluate_row("val", t)
+        val_start = time.perf_counter()
+        val_row = self.evaluate_row("val", t)[0] if self._full_val_matrix or t == self.T - 1 else {}
+        stats["val_eval_seconds"] = time.perf_counter() - val_start
         for name, values in row.items():
             state.R.setdefault(name, [[math.nan] * self.T for _ in range(self.T)])[t] = values
         for name, values in val_row.items():
@@ -344,14 +354,17 @@ class Trainer:
         state.profile["tasks"].append(stats)
         state.next_task = t + 1
         if self.on_task_end:
+            start = time.perf_counter()
             self.on_task_end(t, state)
+            stats["write_seconds"] = time.perf_counter() - start  # checkpoint and result files (in the next write)
 
     def run(self, state: LoopState) -> LoopState:
         """Continue from `state` (fresh: next_task == 0 and empty R) to the end of the scenario."""
         if state.next_task == 0 and not state.b:
             start = time.perf_counter()
             state.b, _ = self.evaluate_row("test", None)
-            state.b_val, _ = self.evaluate_row("val", None)
+            if self._full_val_matrix:
+                state.b_val, _ = self.evaluate_row("val", None)
             state.profile["initial_eval_seconds"] = time.perf_counter() - start
             if self.on_task_end:
                 self.on_task_end(None, state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,28 @@ def embed_stores(config: dict[str, Any], datasets: dict[str, Any], stores: dict[
         int(stores["train"].audio.shape[-1])
 
 
+def ensure_weights(config: dict[str, Any]) -> None:
+    """Pretrained tiny encoders the config asks for, in the cache (shipped copies or pretraining) now,
+    so that the run's setup times this phase on its own."""
+    from clavs.pretrain import ensure_pretrained
+
+    mc = config["model"]
+    for kind in ("visual", "audio"):
+        if mc[kind] == "tiny" and mc[f"{kind}_weights"] == "pretrained":
+            ensure_pretrained(kind, progress=config["progress"])
+
+
+class _Phases(dict):
+    """Wall seconds of the setup phases of this invocation (profile.json `setup_seconds`)."""
+
+    def timed(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - start
+
+
 def write_results(run: RunDir, scenario: Any, state: LoopState, method: Any) -> None:
     """matrices.json / summary.json (test), matrices_val.json / summary_val.json (validation),
     anytime.json (task-free streams), profile.json."""
@@ -162,14 +185,16 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             if config["protocol"]["name"] not in method_cls.protocols:
                 raise ValueError(f"method '{method_cls.name}' does not support protocol '{config['protocol']['name']}' "
                                  f"(supports {', '.join(method_cls.protocols)})")
-            root = dataset_root(config, progress=show)
-            datasets = open_datasets(config, root)
-            decoded = decode_stores(config, datasets, progress)
-            scenario = build_scenario_for(config, datasets, decoded)
+            phases = _Phases()
+            root = phases.timed("dataset", dataset_root, config, progress=show)
+            phases.timed("pretrained_weights", ensure_weights, config)
+            datasets = phases.timed("dataset", open_datasets, config, root)
+            decoded = phases.timed("decode", decode_stores, config, datasets, progress)
+            scenario = phases.timed("scenario", build_scenario_for, config, datasets, decoded)
             seed_all(config["seed"])
-            stores, audio_dim = embed_stores(config, datasets, decoded, scenario, progress)
+            stores, audio_dim = phases.timed("embed_audio", embed_stores, config, datasets, decoded, scenario, progress)
             seed_all(config["seed"])
-            model = method_cls.build_model(config, scenario, audio_dim).to(fabric.device)
+            model = phases.timed("build_model", method_cls.build_model, config, scenario, audio_dim).to(fabric.device)
         task_free = scenario.protocol == "tfcl" and config["protocol"].get("boundaries", "visible") == "hidden"  # runs made before it: visible
         ctx = MethodContext(fabric=fabric, config=config, log=run.log if fabric.is_global_zero else (lambda m: None),
                             task_free=task_free)
@@ -184,6 +209,8 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
         state = LoopState()
         if latest is not None:
             state = load_checkpoint(latest[1], method, task_free=task_free)
+        state.profile["setup_seconds"] = dict(phases)  # this invocation's (a resumed run's own)
+        if latest is not None:
             ctx.log(f"resumed from {latest[1].name}: continuing at task {state.next_task}")
         else:
             ctx.log(f"start: {config['method']['name']} on {config['protocol']['name']} {config['protocol']['split']}, "

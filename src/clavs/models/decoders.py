@@ -77,12 +77,16 @@ class ProgressiveDecoder(nn.Module):
         if len(skips) != len(self.skip_proj):
             raise ValueError(f"decoder built for {len(self.skip_proj)} skip maps, got {len(skips)}")
         x = self.in_proj(x)
+        # A token map arrives channels-last (a permuted view) and the convs keep that layout; the skip
+        # projections come out contiguous. Resizing a skip in the main path's layout gives the same bits
+        # and spares the sum a mixed-layout pass (a large share of the decoder's time on the CPU).
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         for lvl, block in enumerate(self.blocks):
             if lvl > 0:
                 x = F.interpolate(self.up_proj[lvl - 1](x), scale_factor=2, mode="bilinear", align_corners=False)
             for skip, proj, skip_lvl in zip(skips, self.skip_proj, self.skip_levels):
                 if skip_lvl == lvl:
-                    s = proj(skip)
+                    s = proj(skip).contiguous(memory_format=layout)
                     if s.shape[-2:] != x.shape[-2:]:
                         s = F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
                     x = x + s

@@ -11,6 +11,10 @@ two visual and two sound attributes) and caches the result under
 - ``<kind>_tiny.json``: settings, identities, held-out accuracies, wall times, sha256 of the weights.
   It is written last, so it marks a complete job.
 
+The default settings' weights for x86-64 (the AVX2 kernels clavs pins) ship in ``shipped/``; a first
+run copies them into the cache after checking their sha256 (`clavs pretrain --force` retrains; a
+slow test checks that retraining gives the shipped bits).
+
 Visual task: 64x64 images (rendered at 224 like SynthAVS frames, then resized bilinearly as the
 benchmark's reader does) of 1-3 extra objects on the SynthAVS domain backgrounds and lighting.
 Objectives: multi-label classification on the pooled embedding (softmax cross-entropy against the

@@ -1,6 +1,11 @@
 """The pretrained-weights cache: where the weights of given settings live (:func:`pretrained_path`),
 :func:`ensure_pretrained` (pretrain once, under a file lock, then reuse), and the json report written
-after the weights as the completion marker (settings, metrics, wall times, sha256 of the weights)."""
+after the weights as the completion marker (settings, metrics, wall times, sha256 of the weights).
+
+The package ships the default settings' weights for the kernels clavs pins on x86-64
+(``shipped/v<VERSION>-<kernels>/``): `clavs pretrain` made them, and makes the same bits again
+(tests/test_reproducible_builds.py, `-m slow`). A first run copies them into the cache, after
+checking their sha256, instead of spending minutes pretraining; `force=True` pretrains anyway."""
 
 from __future__ import annotations
 
@@ -34,6 +39,41 @@ def pretrained_path(kind: Kind, settings: PretrainSettings = DEFAULT) -> Path:
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown encoder kind {kind!r} to pretrain; expected one of {KINDS}")
+
+
+SHIPPED = Path(__file__).with_name("shipped")
+
+
+def shipped_path(kind: Kind) -> Path | None:
+    """The weights shipped with the package for the default settings under this machine's kernels
+    (None when there are none: other kernels, e.g. aarch64, pretrain)."""
+    from clavs.utils.kernels import kernel_tag
+
+    path = SHIPPED / f"v{VERSION}-{kernel_tag()}" / f"{kind}_tiny.pt"
+    return path if _is_complete(path) else None
+
+
+def _install_shipped(kind: Kind, path: Path) -> bool:
+    """Copy the shipped weights and their report into the cache if their sha256 holds; False if
+    there are none or they are damaged (then the caller pretrains)."""
+    import json
+    import shutil
+    import warnings
+
+    source = shipped_path(kind)
+    if source is None:
+        return False
+    report = json.loads(source.with_suffix(".json").read_text())
+    if _sha256(source) != report.get("sha256") or report.get("settings") != json.loads(json.dumps(asdict(DEFAULT))):
+        warnings.warn(f"{source}: the shipped weights do not match their report (sha256 or settings); "
+                      f"pretraining instead", stacklevel=3)
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in ((source, path), (source.with_suffix(".json"), path.with_suffix(".json"))):  # json last: the marker
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+    return True
 
 
 def _is_complete(path: Path) -> bool:
@@ -73,6 +113,8 @@ def ensure_pretrained(kind: Kind, *, force: bool = False, progress: Any = True,
         return path
     with _file_lock(path.with_name(f".{kind}_tiny.lock")):
         if _is_complete(path) and not force:  # another process finished while we waited
+            return path
+        if settings == DEFAULT and not force and _install_shipped(kind, path):
             return path
         from clavs.pretrain import train  # here: train.py imports this module (for the report)
 

@@ -41,8 +41,10 @@ CHECKPOINT_DIR = "checkpoints"
 
 # Keys that change where or how a run is shown, not what it computes, are left out of the hash.
 # (engine.threads is also left out: on the CPU it may change the last digits; the CPU presets fix it
-# to 1. Precision, devices and nodes stay in: they change the numbers, e.g. DDP's global batch.)
-_HASH_EXCLUDED = ("runs_dir", "progress", "engine.threads", "engine.accelerator")
+# to 1. train.val_matrix only says how many validation rows are recorded: training and the test
+# matrix are the same either way. Precision, devices and nodes stay in: they change the numbers,
+# e.g. DDP's global batch.)
+_HASH_EXCLUDED = ("runs_dir", "progress", "engine.threads", "engine.accelerator", "train.val_matrix")
 
 
 def config_hash(config: dict[str, Any], length: int = 8) -> str:
