@@ -4,11 +4,12 @@ after the weights as the completion marker (settings, metrics, wall times, sha25
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -16,6 +17,7 @@ from clavs.data.synth.identities import Identity
 from clavs.pretrain.data import pretraining_identities
 from clavs.pretrain.settings import DEFAULT, KINDS, VERSION, Kind, PretrainSettings
 from clavs.utils.io import atomic_write_json
+from clavs.utils.locks import file_lock
 
 
 # ------------------------------------------------------------------------------------------ paths
@@ -36,25 +38,23 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown encoder kind {kind!r} to pretrain; expected one of {KINDS}")
 
 
-def _is_complete(path: Path) -> bool:
-    return path.is_file() and path.with_suffix(".json").is_file()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive lock so that concurrent runs pretrain once and the others wait (POSIX; no-op elsewhere)."""
+def _problem(path: Path) -> str | None:
+    """None if the weights exist and match the sha256 their json report records, else what is wrong."""
+    report = path.with_suffix(".json")
+    if not path.is_file() or not report.is_file():
+        return "absent"
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: the atomic renames still keep files whole
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        recorded = json.loads(report.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError) as e:
+        return f"its report {report.name} is unreadable ({e})"
+    if recorded != _sha256(path):
+        return f"its sha256 differs from the one {report.name} records"
+    return None
+
+
+def _is_complete(path: Path) -> bool:
+    """The weights and their report exist and the weights' sha256 is the recorded one."""
+    return _problem(path) is None
 
 
 def ensure_pretrained(kind: Kind, *, force: bool = False, progress: Any = True,
@@ -64,16 +64,21 @@ def ensure_pretrained(kind: Kind, *, force: bool = False, progress: Any = True,
 
     progress: True (own rich progress bars), False, or a live ``rich.progress.Progress`` to add bars to.
     settings: defaults to :data:`DEFAULT`. The weights file is written atomically, then its json
-    (the completion marker); a lock file serialises concurrent callers.
+    (the completion marker, with the weights' sha256); a lock file serialises concurrent callers.
+    Weights whose sha256 is not the recorded one are never used: they are pretrained again.
     """
     _check_kind(kind)
     settings = DEFAULT if settings is None else settings
     path = pretrained_path(kind, settings)
     if _is_complete(path) and not force:
         return path
-    with _file_lock(path.with_name(f".{kind}_tiny.lock")):
+    with file_lock(path.with_name(f".{kind}_tiny.lock"), f"the pretrained {kind} encoder ({path.parent})"):
         if _is_complete(path) and not force:  # another process finished while we waited
             return path
+        problem = _problem(path)
+        if problem != "absent" and not force:  # damaged weights are never used: pretrain again (deterministic)
+            print(f"note: pretrained {kind} weights {path} are damaged ({problem}); pretraining them again",
+                  file=sys.stderr, flush=True)
         from clavs.pretrain import train  # here: train.py imports this module (for the report)
 
         job = train.pretrain_visual if kind == "visual" else train.pretrain_audio
