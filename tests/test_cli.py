@@ -31,24 +31,24 @@ def test_run_help_explains_options(capsys):
 def test_unknown_override_is_an_error_listing_valid_keys(capsys, tmp_path):
     code = main(["run", "--runs-dir", str(tmp_path), "train.epoch=3"])
     assert code == 2
-    out = capsys.readouterr().out
-    assert "train.epoch" in out and "train.epochs" in out
+    err = capsys.readouterr().err  # errors go to stderr, as one `error: ...` line
+    assert err.startswith("error: ") and "train.epoch" in err and "train.epochs" in err
 
 
 def test_options_and_overrides_may_be_intermixed(capsys, tmp_path):
     code = main(["run", "train.lrr=1", "--protocol", "til", "method.lra=false"])
     assert code == 2  # parsed (argparse would raise SystemExit), then rejected by the config with a message
-    assert "train.lrr" in capsys.readouterr().out
+    assert "train.lrr" in capsys.readouterr().err
 
 
 def test_hyperparameter_of_the_wrong_type_is_named(capsys):
     assert main(["run", "method.lra=sometimes"]) == 2
-    assert "method.lra='sometimes'" in capsys.readouterr().out
+    assert "method.lra='sometimes'" in capsys.readouterr().err
 
 
 def test_resume_of_a_folder_that_is_not_a_run(capsys, tmp_path):
     assert main(["run", "--resume", str(tmp_path)]) == 2
-    assert "not a clavs run directory" in capsys.readouterr().out
+    assert "not a clavs run directory" in capsys.readouterr().err
 
 
 def test_methods_lists_atlas_and_finetune(capsys):
@@ -98,7 +98,7 @@ def test_show_unfinished_run_and_unknown_metric(capsys, tmp_path):
     assert main(["show", str(path)]) == 0
     assert "unfinished run" in capsys.readouterr().out
     assert main(["show", str(path), "--metric", "nope"]) == 2
-    assert "no metric 'nope'" in capsys.readouterr().out
+    assert "no metric 'nope'" in capsys.readouterr().err
 
 
 def test_runs_and_table_list_finished_runs(capsys, tmp_path):
@@ -112,7 +112,7 @@ def test_runs_and_table_list_finished_runs(capsys, tmp_path):
 def test_resume_refuses_options_that_would_change_the_config(capsys, tmp_path):
     path = _fake_run(tmp_path, done=False)
     assert main(["run", "--resume", str(path), "--seed", "3", "train.lr=1"]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "--seed" in out and "key=value" in out and "saved config.yaml" in out
 
 

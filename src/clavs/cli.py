@@ -46,52 +46,55 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+# The run directory `clavs run` works on, for the Ctrl-C message.
+_ACTIVE_RUN: dict[str, Path] = {}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from clavs.config import ConfigError, resolve_config
+    from clavs.config import resolve_config, validate_config
     from clavs.engine.loop import TrainingDiverged
     from clavs.engine.runner import run_experiment
+    from clavs.errors import ClavsError
     from clavs.results import RunDir
 
     console = Console()
-    try:
-        if args.resume:
-            fixed = {"--method": args.method, "--protocol": args.protocol, "--split": args.split,
-                     "--data-root": args.data_root, "--runs-dir": args.runs_dir, "--seed": args.seed,
-                     "--epochs": args.epochs, "key=value": args.overrides or None,
-                     "--preset": None if args.preset == "default" else args.preset}
-            given = [k for k, v in fixed.items() if v is not None]
-            if given:
-                console.print(f"[red]error:[/red] --resume continues a run with its saved config.yaml; "
-                              f"{', '.join(given)} cannot change it (only --devices, --accelerator, --no-progress can)")
-                return 2
-            run = RunDir(Path(args.resume))
-            if not (run.path / "config.yaml").exists():
-                console.print(f"[red]error:[/red] {run.path}: no config.yaml here; not a clavs run directory")
-                return 2
-            config = run.config()
-            run_dir = run.path
-            if args.devices:
-                config["engine"]["devices"] = int(args.devices) if args.devices.isdigit() else args.devices
-            if args.accelerator:
-                config["engine"]["accelerator"] = args.accelerator
-            if args.no_progress:
-                config["progress"] = False
-        else:
-            options = {
-                "protocol.name": args.protocol, "protocol.split": args.split, "data.root": args.data_root,
-                "runs_dir": args.runs_dir, "seed": args.seed, "train.epochs": args.epochs,
-                "engine.accelerator": args.accelerator,
-                "engine.devices": (int(args.devices) if args.devices and args.devices.isdigit() else args.devices),
-            }
-            if args.no_progress:
-                options["progress"] = False
-            config = resolve_config(preset=args.preset, method=args.method, options=options, overrides=args.overrides)
-            run_dir = None
-    except (ConfigError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        return 2
+    if args.resume:
+        fixed = {"--method": args.method, "--protocol": args.protocol, "--split": args.split,
+                 "--data-root": args.data_root, "--runs-dir": args.runs_dir, "--seed": args.seed,
+                 "--epochs": args.epochs, "key=value": args.overrides or None,
+                 "--preset": None if args.preset == "default" else args.preset}
+        given = [k for k, v in fixed.items() if v is not None]
+        if given:
+            raise ClavsError(f"--resume continues a run with its saved config.yaml; {', '.join(given)} cannot change "
+                             f"it (only --devices, --accelerator, --no-progress can)")
+        from clavs.results.checkpoints import check_run_binding
+
+        run = RunDir(Path(args.resume))
+        if not run.path.is_dir():
+            raise ClavsError(f"{run.path}: no such folder (--resume takes a run directory, see `clavs runs`)")
+        config = check_run_binding(run)  # config.yaml as the run started: its hash is the folder's
+        validate_config(config)
+        run_dir = run.path
+        if args.devices:
+            config["engine"]["devices"] = int(args.devices) if args.devices.isdigit() else args.devices
+        if args.accelerator:
+            config["engine"]["accelerator"] = args.accelerator
+        if args.no_progress:
+            config["progress"] = False
+        validate_config(config)
+    else:
+        options = {
+            "protocol.name": args.protocol, "protocol.split": args.split, "data.root": args.data_root,
+            "runs_dir": args.runs_dir, "seed": args.seed, "train.epochs": args.epochs,
+            "engine.accelerator": args.accelerator,
+            "engine.devices": (int(args.devices) if args.devices and args.devices.isdigit() else args.devices),
+        }
+        if args.no_progress:
+            options["progress"] = False
+        config = resolve_config(preset=args.preset, method=args.method, options=options, overrides=args.overrides)
+        run_dir = None
     from clavs.results.store import run_dir_for
 
     target = run_dir or run_dir_for(config, config["runs_dir"])
@@ -99,14 +102,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"already done: {target} (delete it to run again)")
         _print_run(console, target)
         return 0
+    if run_dir is None and (Path(target) / "config.yaml").exists():
+        from clavs.results.checkpoints import check_run_binding
+
+        check_run_binding(RunDir(target), config)  # an unfinished run of this config: refuse an edited one now
+    _ACTIVE_RUN["path"] = Path(target)
     try:
         path = run_experiment(config, run_dir=target, console=console)
     except TrainingDiverged as e:
-        console.print(f"[red]stopped:[/red] {e}")
+        print(f"stopped: {e}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        return 2
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         console.print(f"run directory: {path}")  # once, not by every process of a multi-device run
         _print_run(console, path)
@@ -125,20 +130,23 @@ def _print_run(console, path: Path) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from clavs.errors import ClavsError
+    from clavs.reports.tables import matrix_table, summary_table
+    from clavs.results import load_run
+    from clavs.results.store import CONFIG_FILE
+
     console = Console()
     path = Path(args.run_dir)
-    try:
-        from clavs.reports.tables import matrix_table, summary_table
-        from clavs.results import load_run
-
-        run = load_run(path)
-    except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        return 2
+    if not (path / CONFIG_FILE).is_file():
+        what = "no such folder" if not path.exists() else "not a clavs run directory (no config.yaml)"
+        raise ClavsError(f"{path}: {what}; `clavs runs` lists the run directories")
+    run = load_run(path)
+    metrics = run["matrices"].get("metrics") if isinstance(run["matrices"], dict) else None
+    if not isinstance(metrics, dict):
+        raise ClavsError(f"{path / 'matrices.json'}: damaged (no 'metrics' table)")
     for metric in args.metric:
-        if metric not in run["matrices"]["metrics"]:
-            console.print(f"[red]error:[/red] no metric '{metric}' in {path}; have {', '.join(run['matrices']['metrics'])}")
-            return 2
+        if metric not in metrics:
+            raise ClavsError(f"no metric '{metric}' in {path}; have {', '.join(metrics)}")
         console.print(matrix_table(run["matrices"], metric))
         if args.plot:
             from clavs.reports.figures import plot_matrix
@@ -162,14 +170,31 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     from clavs.results import list_runs
 
-    runs = list_runs(args.runs_dir)
+    _check_runs_dir(args.runs_dir)
+    damaged: list[tuple[Path, str]] = []
+    runs = list_runs(args.runs_dir, damaged=damaged)
     table = Table(title=f"runs under {args.runs_dir}")
     for col in ("experiment", "protocol", "method", "seed", "status", "path"):
         table.add_column(col)
     for r in runs:
         table.add_row(r.experiment, r.protocol, r.method, str(r.seed), "done" if r.done else "unfinished", str(r.path))
     Console().print(table)
+    _report_damaged(damaged)
     return 0
+
+
+def _check_runs_dir(runs_dir: str) -> None:
+    from clavs.errors import ClavsError
+
+    path = Path(runs_dir)
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "no such folder"
+        raise ClavsError(f"{path}: {what} (the folder holding run directories, e.g. ./runs)")
+
+
+def _report_damaged(damaged: list[tuple[Path, str]]) -> None:
+    for path, reason in damaged:
+        print(f"warning: skipped damaged run {path}: {reason}", file=sys.stderr)
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -179,7 +204,10 @@ def cmd_table(args: argparse.Namespace) -> int:
     from clavs.metrics.names import ANYTIME_KEY, METRIC_TITLES, SUMMARY_KEYS
     from clavs.results.aggregate import aggregate
 
-    rows = aggregate(args.runs_dir, args.metric, split=args.split)
+    _check_runs_dir(args.runs_dir)
+    damaged: list[tuple[Path, str]] = []
+    rows = aggregate(args.runs_dir, args.metric, split=args.split, damaged=damaged)
+    _report_damaged(damaged)
     if not rows:
         print(f"no finished runs with metric '{args.metric}' ({args.split}) under {args.runs_dir}", file=sys.stderr)
         return 1
@@ -228,12 +256,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from clavs.data.synth import generate
 
-    try:
-        path = generate(Path(args.out), preset=args.preset, seed=args.seed, workers=args.workers, progress=True,
-                        overwrite=args.overwrite)
-    except (FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    path = generate(Path(args.out), preset=args.preset, seed=args.seed, workers=args.workers, progress=True,
+                    overwrite=args.overwrite)
     print(f"SynthAVS ({args.preset}, seed {args.seed}) written to {path}")
     return 0
 
@@ -258,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="clavs",
         description="clavs: exemplar-free continual learning for audio-visual segmentation (CL-AVS) and ATLAS.",
         epilog="Start with `clavs run` (the embedded default); `clavs COMMAND --help` for details.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of the one-line message (also CLAVS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.run_parser = _add_run_parser(sub)  # type: ignore[attr-defined]
     p = sub.add_parser("show", help="print a run's accuracy matrices and summary")
@@ -292,20 +318,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `clavs` command. The one error boundary: an expected failure prints `error: <message>` on
+    stderr and returns 2 (`data check` findings: 1; a diverged training: 3; Ctrl-C: 130); `--debug`
+    (anywhere on the line, or CLAVS_DEBUG=1) shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("CLAVS_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     try:
         return _main(argv)
     except BrokenPipeError:  # `clavs table ... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(_interrupted_message(), file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one boundary
+        if debug:
+            raise
+        from clavs.errors import user_message
+
+        message = user_message(e)
+        if message is None:
+            message = (f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}\n"
+                       f"(a bug in clavs: rerun with --debug for the traceback and report it)")
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    finally:
+        _ACTIVE_RUN.clear()
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
+def _interrupted_message() -> str:
+    path = _ACTIVE_RUN.get("path")
+    if path is None:
+        return "interrupted"
+    from clavs.results import RunDir
+
+    latest = RunDir(path).latest_checkpoint() if path.is_dir() else None
+    kept = f"tasks 0..{latest[0]} are finished and kept" if latest else "no task was finished yet"
+    return f"interrupted: {kept} in {path}; continue with `clavs run --resume {path}`"
+
+
+def _main(argv: list[str]) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from clavs.utils.kernels import pin_cpu_kernels
 
     pin_cpu_kernels()  # before torch runs a kernel: the same numbers on every x86-64 CPU
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:  # options and key=value overrides may come in any order
         args = parser.run_parser.parse_intermixed_args(argv[1:])
         args.command = "run"

@@ -4,12 +4,14 @@ hyperparameters, then command-line options and `key=value` overrides. Unknown ke
 from __future__ import annotations
 
 import copy
+import math
 import re
 from importlib import resources
 from typing import Any, Iterable
 
 import yaml
 
+from clavs.errors import ClavsError
 from clavs.metrics.names import MATRIX_METRICS
 from clavs.protocols.scenario import PROTOCOLS
 
@@ -20,7 +22,7 @@ DEFAULT_SPLITS = {"til": "11-2", "cil": "11-2", "dil": "11-2", "tfcl": "31-5"}
 SELECT_METRICS = MATRIX_METRICS + ("last",)
 
 
-class ConfigError(ValueError):
+class ConfigError(ClavsError, ValueError):
     """A config key or value the user gave is not valid; the message names it."""
 
 
@@ -134,24 +136,118 @@ def resolve_config(
     return config
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_SIMPLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
+              "transformer-engine", "transformer-engine-float16")
+
+
 def validate_config(config: dict[str, Any]) -> None:
+    """Check the type and range of every value before anything is written; the message names the key."""
+    from clavs.data.synth import PRESETS as SYNTH_PRESETS
+
+    def get(key: str) -> Any:
+        node: Any = config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"config key '{key}' is missing")
+            node = node[part]
+        return node
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}={get(key)!r} {what}")
+
+    for section in ("data", "protocol", "model", "method", "train", "engine"):
+        if not isinstance(config.get(section), dict):
+            raise ConfigError(f"config section '{section}' must be a mapping, got {config.get(section)!r}")
+    experiment = get("experiment")
+    need(isinstance(experiment, str) and bool(_SIMPLE_NAME.fullmatch(experiment)) and ".." not in experiment,
+         "experiment", "must be a simple folder name (letters, digits, . _ + -; no '/' or '..'): it names a "
+                       "folder under --runs-dir")
+    need(_is_int(get("seed")) and get("seed") >= 0, "seed", "must be an integer >= 0")
+    need(isinstance(get("runs_dir"), str) and get("runs_dir").strip() != "", "runs_dir", "must be a folder path")
+    need(isinstance(get("progress"), bool), "progress", "must be true or false")
+    root = get("data.root")
+    need(root is None or (isinstance(root, str) and root.strip() != ""), "data.root",
+         "must be null (SynthAVS) or the path of an AVSBench tree")
+    need(get("data.synth_preset") in SYNTH_PRESETS, "data.synth_preset", f"is not one of {', '.join(SYNTH_PRESETS)}")
+    need(_is_int(get("data.synth_seed")) and get("data.synth_seed") >= 0, "data.synth_seed", "must be an integer >= 0")
+    need(isinstance(get("data.cache_frames"), bool), "data.cache_frames", "must be true or false")
+
     protocol = config["protocol"]["name"]
     if protocol not in PROTOCOLS:
-        raise ConfigError(f"protocol.name='{protocol}' is not one of {', '.join(PROTOCOLS)}")
+        raise ConfigError(f"protocol.name={protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    need(isinstance(get("protocol.split"), str) and bool(re.fullmatch(r"\s*\d+\s*-\s*\d+\s*", get("protocol.split"))),
+         "protocol.split", "must be a split string B-I, e.g. 11-2")
+    order = get("protocol.class_order")
+    need(order in ("random", "alphabetical") or (isinstance(order, list) and all(isinstance(c, str) for c in order)),
+         "protocol.class_order", "must be random, alphabetical or a list of category names")
+    need(get("protocol.variant") in (None, "domains"), "protocol.variant", "must be null or domains (dil only)")
+    num_tasks = get("protocol.num_tasks")
+    need(num_tasks is None or (_is_int(num_tasks) and num_tasks >= 1), "protocol.num_tasks",
+         "must be null or a positive integer")
+    need(_is_number(get("protocol.blur")) and 0 <= get("protocol.blur") <= 0.5, "protocol.blur",
+         "must be a number in [0, 0.5]")
     if config["protocol"]["boundaries"] not in ("hidden", "visible"):
         raise ConfigError(f"protocol.boundaries={config['protocol']['boundaries']!r} is not one of hidden, visible")
     every = config["protocol"]["anytime_every"]
     if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 0):
         raise ConfigError(f"protocol.anytime_every={every!r} must be null or an integer >= 0 (training steps)")
+
+    for key in ("model.visual", "model.audio"):
+        need(isinstance(get(key), str) and get(key) != "", key, "must be a name")
+    for key in ("model.visual_weights", "model.audio_weights"):
+        need(get(key) is None or (isinstance(get(key), str) and get(key) != ""), key,
+             "must be pretrained, none, hub, null or a file path")
+    for key in ("model.audio_sample_rate", "model.width", "model.heads", "model.lora_r", "model.decoder_dim"):
+        need(_is_int(get(key)) and get(key) >= 1, key, "must be a positive integer")
+    need(_is_number(get("model.lora_alpha")) and get("model.lora_alpha") > 0, "model.lora_alpha",
+         "must be a positive number")
+    need(get("model.audio_context") in ("clip", "frame"), "model.audio_context", "must be clip or frame")
+    need(isinstance(get("model.decoder_lora"), bool), "model.decoder_lora", "must be true or false")
+    targets = get("model.lora_targets")
+    need(targets is None or isinstance(targets, str) or (isinstance(targets, list) and all(isinstance(t, str) for t in targets)),
+         "model.lora_targets", "must be null, a module name or a list of module names")
+    for key, value in config["method"].items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"method.{key}={value!r} must be a finite number")
+
     for key in ("train.epochs", "train.batch_size", "train.eval_batch_size", "data.image_size"):
         section, leaf = key.split(".")
         value = config[section][leaf]
-        if not isinstance(value, int) or value < 1:
+        if not _is_int(value) or value < 1:
             raise ConfigError(f"{key}={value!r} must be a positive integer")
-    if config["train"]["val_matrix"] not in ("last", "full"):
+    need(_is_number(get("train.lr")) and get("train.lr") > 0, "train.lr", "must be a finite number > 0")
+    need(_is_number(get("train.weight_decay")) and get("train.weight_decay") >= 0, "train.weight_decay",
+         "must be a finite number >= 0")
+    clip = get("train.grad_clip")
+    need(clip is None or (_is_number(clip) and clip > 0), "train.grad_clip", "must be null (no clipping) or a number > 0")
+    need(_is_int(get("train.num_workers")) and get("train.num_workers") >= 0, "train.num_workers",
+         "must be an integer >= 0")
+    if get("train.val_matrix") not in ("last", "full"):
         raise ConfigError(f"train.val_matrix={config['train']['val_matrix']!r} is not one of last, full")
     if config["train"]["select_metric"] not in SELECT_METRICS:
         raise ConfigError(f"train.select_metric={config['train']['select_metric']!r} is not one of "
                           f"{', '.join(SELECT_METRICS)}")
+
+    need(get("engine.accelerator") in ACCELERATORS, "engine.accelerator", f"is not one of {', '.join(ACCELERATORS)}")
+    devices = get("engine.devices")
+    need((_is_int(devices) and (devices >= 1 or devices == -1)) or devices == "auto"
+         or (isinstance(devices, str) and bool(re.fullmatch(r"\d+(,\d+)*,?", devices))),
+         "engine.devices", "must be a positive integer, -1, auto or a list of device indices like 0,1")
+    need(_is_int(get("engine.num_nodes")) and get("engine.num_nodes") >= 1, "engine.num_nodes", "must be a positive integer")
+    need(str(get("engine.precision")) in PRECISIONS and not isinstance(get("engine.precision"), bool),
+         "engine.precision", f"is not one of {', '.join(PRECISIONS)}")
+    threads = get("engine.threads")
+    need(threads is None or (_is_int(threads) and threads >= 1), "engine.threads", "must be null or a positive integer")
     if not isinstance(config["seed"], int):
         raise ConfigError(f"seed={config['seed']!r} must be an integer")

@@ -195,16 +195,50 @@ def save_logmel_pickle(path: str | os.PathLike, tensor: torch.Tensor) -> Path:
     return atomic_write_bytes(path, logmel_pickle_bytes(tensor))
 
 
+def _load_storage_bytes(data: bytes) -> object:
+    """What torch's pickled storage `_load_from_bytes(b)` is, read with torch's weights-only loader
+    (torch's own `_load_from_bytes` unpickles the bytes with weights_only=False)."""
+    if not isinstance(data, bytes):
+        raise pickle.UnpicklingError("a pickled storage must be bytes")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+class _LogmelUnpickler(pickle.Unpickler):
+    """Admits only what a pickled float tensor is made of (as AVSBench's preprocess writes it): the
+    tensor rebuild function, its storage (read weights-only) and the empty hooks OrderedDict. Any other
+    global, e.g. `os.system` in a crafted `__reduce__`, is refused before it can be called."""
+
+    _ALLOWED = {
+        ("torch._utils", "_rebuild_tensor_v2"): None,
+        ("torch._utils", "_rebuild_tensor"): None,
+        ("collections", "OrderedDict"): None,
+        ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: D401 - pickle hook
+        key = (module, name)
+        if key not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load global {module}.{name} (a log-mel pickle holds only a "
+                                         f"tensor; this file would run other code)")
+        replacement = self._ALLOWED[key]
+        return replacement if replacement is not None else super().find_class(module, name)
+
+    def persistent_load(self, pid):  # noqa: D401 - pickle hook
+        raise pickle.UnpicklingError("refused a persistent id (not a plain pickled tensor)")
+
+
 def load_logmel_pickle(path: str | os.PathLike) -> torch.Tensor:
-    """Load an AVSBench log-mel pickle as a detached float32 tensor [5, 1, 96, 64]."""
+    """Load an AVSBench log-mel pickle as a detached float32 tensor [5, 1, 96, 64].
+
+    The file is untrusted: it is unpickled with `_LogmelUnpickler`, which runs no code from it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"log-mel pickle not found: {path}")
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f)
+            obj = _LogmelUnpickler(f).load()
     except Exception as exc:
-        raise ValueError(f"cannot unpickle log-mel file {path}: {exc}") from exc
+        raise ValueError(f"cannot unpickle log-mel file {path}: {exc}") from None
     if not isinstance(obj, torch.Tensor):
         raise ValueError(f"log-mel file {path} holds a {type(obj).__name__}, expected a torch tensor")
     if tuple(obj.shape) != LOGMEL_SHAPE:

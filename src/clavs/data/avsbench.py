@@ -158,6 +158,9 @@ def parse_metadata_lines(csv_path: str | Path, kind: Kind) -> tuple[list[tuple[i
     positional = ("name", "start", "category") if kind == "s4" else ("name",)
     records: list[tuple[int, VideoRecord]] = []
     errors: list[RowError] = []
+    unreadable = _not_text(csv_path)
+    if unreadable is not None:
+        return [], [unreadable]
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -217,6 +220,21 @@ def parse_metadata_lines(csv_path: str | Path, kind: Kind) -> tuple[list[tuple[i
     return records, errors
 
 
+def _not_text(csv_path: Path) -> RowError | None:
+    """A RowError if the file is not UTF-8 text without NUL bytes (a binary file named .csv)."""
+    data = csv_path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        return RowError(csv_path, line, f"not a UTF-8 text file (byte {data[e.start:e.start + 1]!r} at offset "
+                                        f"{e.start}); is it really the metadata CSV?")
+    if b"\0" in data:
+        return RowError(csv_path, data[: data.index(b"\0")].count(b"\n") + 1,
+                        "holds NUL bytes (a binary file?); is it really the metadata CSV?")
+    return None
+
+
 def _read_metadata(csv_path: Path, kind: Kind) -> list[VideoRecord]:
     records, errors = parse_metadata(csv_path, kind)
     if errors:
@@ -258,7 +276,7 @@ def load_frame(path: Path, size_hw: tuple[int, int] | None) -> np.ndarray:
             return np.asarray(im)
     except FileNotFoundError as e:
         raise AVSBenchFileError(f"frame not found: {path}") from e
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise AVSBenchFileError(f"cannot decode frame {path}: {e}") from e
 
 
@@ -272,7 +290,7 @@ def load_mask(path: Path, size_hw: tuple[int, int] | None) -> np.ndarray:
             return np.asarray(im) > 127
     except FileNotFoundError as e:
         raise AVSBenchFileError(f"mask not found: {path}") from e
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise AVSBenchFileError(f"cannot decode mask {path}: {e}") from e
 
 
@@ -282,6 +300,9 @@ def wav_per_second(wave: np.ndarray, path: Path, sr: int) -> np.ndarray:
         raise AVSBenchFileError(f"{path}: sample rate {sr} Hz, expected {SAMPLE_RATE} Hz")
     if wave.ndim != 1:
         raise AVSBenchFileError(f"{path}: expected a mono waveform, got shape {tuple(wave.shape)}")
+    if not np.isfinite(wave).all():
+        raise AVSBenchFileError(f"{path}: the waveform holds NaN or inf samples (a damaged float wav); "
+                                f"`clavs data check` lists every such file")
     out = np.zeros((NUM_FRAMES, SAMPLE_RATE), dtype=np.float32)
     clip = wave[: NUM_FRAMES * SAMPLE_RATE]
     out.reshape(-1)[: clip.shape[0]] = clip
@@ -361,9 +382,15 @@ class _AVSBenchDataset(Dataset):
             "index": index,
         }
         if self.audio in ("logmel", "both"):
-            item["audio_logmel"] = load_logmel_pickle(files.logmel).float()
+            try:
+                item["audio_logmel"] = load_logmel_pickle(files.logmel).float()
+            except ValueError as e:  # unreadable (a missing file stays a FileNotFoundError naming it)
+                raise AVSBenchFileError(str(e)) from None
         if self.audio in ("wav", "both"):
-            wave, sr = read_wav(files.wav)  # names the file on error; averages channels
+            try:
+                wave, sr = read_wav(files.wav)  # names the file on error; averages channels
+            except ValueError as e:  # unreadable (a missing file stays a FileNotFoundError naming it)
+                raise AVSBenchFileError(str(e)) from None
             item["audio_wav"] = torch.from_numpy(wav_per_second(np.asarray(wave, dtype=np.float32), files.wav, sr))
         return item
 

@@ -4,7 +4,9 @@ Checks: both metadata CSVs exist and parse (every bad row reported); every row's
 wav and log-mel pickle exist; every PNG fully decodes (CRC-verified, fully loaded, ends with an IEND
 chunk, so truncated files are caught); frame sizes agree within a video and across the tree; masks
 are single-channel, 0/255 and the size of their frames; wavs are readable, 16 kHz, mono, ~5 s; pickles
-unpickle to a finite [5,1,96,64] tensor. Every file is read once; videos are checked on a thread pool
+unpickle (without running code from them) to a finite [5,1,96,64] tensor; every category has
+videos in every split the protocols use (and the report says which protocols the tree can serve).
+Every file is read once; videos are checked on a thread pool
 so file reads overlap with decoding (about 0.3 s per 100 videos of 224x224 frames with a warm cache).
 
 Problems are errors (the readers would fail or read wrong data) or warnings (the readers cope, but
@@ -338,10 +340,41 @@ def _count_rows(root: Path) -> dict[str, Counter]:
     return counts
 
 
+def protocol_report(root: Path) -> tuple[list[Problem], list[str]]:
+    """What the protocols need from the CSV rows (every category in every split they use): problems,
+    and one line per subset saying which protocols the tree can serve."""
+    from clavs.config import DEFAULT_SPLITS
+    from clavs.protocols.requirements import PROTOCOL_SUBSET, subset_needs
+
+    problems: list[Problem] = []
+    lines: list[str] = []
+    for kind, path in (("s4", s4_csv_path(root)), ("ms3", ms3_csv_path(root))):
+        protocols = [p for p, k in PROTOCOL_SUBSET.items() if k == kind]
+        names = ", ".join(protocols)
+        try:
+            rows, _ = parse_metadata_lines(path, kind)
+        except (OSError, UnicodeDecodeError):
+            lines.append(f"{kind.upper()}: cannot serve {names} (no readable {path.name})")
+            continue
+        needs = subset_needs(kind, [record for _, record in rows], DEFAULT_SPLITS[protocols[0]])
+        problems.extend(Problem(path, f"{message}: {names} cannot run on this tree") for message in needs.errors)
+        problems.extend(Problem(path, message, "warning") for message in needs.warnings)
+        if needs.errors:
+            lines.append(f"{kind.upper()}: cannot serve {names} ({'; '.join(needs.errors)})")
+        else:
+            extra = f" ({'; '.join(needs.notes)})" if needs.notes else ""
+            lines.append(f"{kind.upper()}: can serve {names}{extra}")
+    return problems, lines
+
+
 def check_main(root: str | os.PathLike) -> int:
     """CLI entry: print every problem, then a summary line; return 0 if there is no error, else 1."""
     root = Path(root)
     problems = check_tree(root, progress=True)
+    served: list[str] = []
+    if _root_problem(root) is None:
+        needs, served = protocol_report(root)
+        problems.extend(needs)
     for problem in problems:
         print(problem)
     for kind, counts in _count_rows(root).items():
@@ -349,6 +382,8 @@ def check_main(root: str | os.PathLike) -> int:
         listing = " / ".join(f"{counts.get(s, 0)} {s}" for s in official)
         reference = " / ".join(str(n) for n in official.values())
         print(f"{kind.upper()}: {listing} videos listed (released AVSBench: {reference})")
+    for line in served:
+        print(line)
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     verdict = "FAILED" if errors else "OK"

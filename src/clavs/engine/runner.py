@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,10 @@ from clavs.engine.clips import ClipStore, dataset_key, decode_split, embed_audio
 from clavs.engine.loop import LoopState, SplitStores, Trainer, TrainingDiverged, seed_all
 from clavs.methods.context import MethodContext
 from clavs.models.build import build_audio_encoder  # noqa: F401  (the registry of audio encoders lives there)
-from clavs.results.checkpoints import check_or_write_scenario, load_checkpoint, save_checkpoint
-from clavs.results.store import RunDir, run_dir_for
+from clavs.errors import ClavsError, RunDirError
+from clavs.results.checkpoints import check_or_write_scenario, check_run_binding, load_checkpoint, save_checkpoint
+from clavs.results.store import CONFIG_FILE, RunDir, config_differences, run_dir_for
+from clavs.utils.locks import file_lock
 from clavs.utils.paths import cache_home
 
 TFCL_PAPER_TASKS = 50
@@ -38,6 +40,54 @@ def dataset_root(config: dict[str, Any], *, progress: bool) -> Path:
     # generate() returns at once for a complete build of these settings and redoes an interrupted one.
     return generate(cache_home() / "data" / f"synthavs-{preset}-seed{seed}", preset=preset, seed=seed,
                     progress=progress)
+
+
+def check_run_target(path: Path) -> None:
+    """Refuse a run directory that cannot be written, before any data is built: the nearest existing
+    folder on its path must be a writable folder (nothing is created here)."""
+    probe = Path(os.path.abspath(path))
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunDirError(f"{probe} is a file, but the run directory {path} must go under it: choose another "
+                          f"--runs-dir (or runs_dir=...)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunDirError(f"{probe} is not writable, so the run directory {path} cannot be made there: choose "
+                          f"another --runs-dir or fix the folder's permissions")
+
+
+def check_protocol_needs(config: dict[str, Any], datasets: dict[str, Any]) -> None:
+    """Refuse a tree whose CSV rows cannot serve the protocol (a split or a category without videos),
+    before anything is decoded; the message names the CSV."""
+    from clavs.engine.clips import metadata_csv
+    from clavs.protocols.requirements import protocol_problems
+
+    protocol = config["protocol"]["name"]
+    problems = protocol_problems(protocol, [r for ds in datasets.values() for r in ds.records])
+    if problems:
+        csv = metadata_csv(datasets["train"])
+        raise ClavsError(f"{csv}: this tree cannot serve protocol {protocol}: {'; '.join(problems)}. "
+                         f"`clavs data check {datasets['train'].root}` lists what each protocol needs")
+
+
+def bind_run_dir(run: RunDir, config: dict[str, Any], log: Any) -> dict[str, Any]:
+    """Under the run directory's lock: a new run writes config.yaml; an existing one must have been
+    made for this config (check_run_binding). Removes temporary files a killed writer left. Returns
+    the config the run directory is bound to (its config.yaml)."""
+    if (run.path / CONFIG_FILE).exists():
+        saved = check_run_binding(run, config)
+        changed = config_differences(saved, config)
+        if changed:
+            log(f"continuing with {'; '.join(changed)} (config.yaml keeps the values the run started with)")
+    else:
+        run.write_config(config)
+        saved = run.config()
+    for folder in (run.path, run.path / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)  # a write a kill interrupted: the old file (if any) is whole
+    return saved
 
 
 def open_datasets(config: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -158,8 +208,10 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
     """Train config's method through config's protocol; returns the run directory (DONE when complete)."""
     from lightning_fabric import Fabric
 
+    from clavs.config import validate_config
     from clavs.methods import get_method_class
 
+    validate_config(config)  # before anything is built or written
     ec = config["engine"]
     if ec.get("threads"):
         torch.set_num_threads(int(ec["threads"]))
@@ -177,7 +229,9 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
     show = config["progress"] and fabric.is_global_zero
     progress_cm = _progress(console) if show else nullcontext(None)
     run = RunDir(run_dir or run_dir_for(config, config["runs_dir"]))
-    with progress_cm as progress:
+    if fabric.is_global_zero:
+        check_run_target(run.path)
+    with progress_cm as progress, ExitStack() as held:
         with fabric.rank_zero_first():
             # Rank 0 builds every cache first (SynthAVS, pretrained encoders, decoded clips, audio
             # embeddings); the other ranks then read them.
@@ -189,6 +243,7 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             root = phases.timed("dataset", dataset_root, config, progress=show)
             phases.timed("pretrained_weights", ensure_weights, config)
             datasets = phases.timed("dataset", open_datasets, config, root)
+            check_protocol_needs(config, datasets)
             decoded = phases.timed("decode", decode_stores, config, datasets, progress)
             scenario = phases.timed("scenario", build_scenario_for, config, datasets, decoded)
             seed_all(config["seed"])
@@ -200,15 +255,23 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
                             task_free=task_free)
         method = method_cls(model, method_cls.make_hparams(config["method"]), scenario, ctx)
 
+        # One process writes a run directory: a second one waits here, then continues it or finds it done.
+        if fabric.is_global_zero:
+            held.enter_context(file_lock(run.path / ".lock", f"run directory {run.path}"))
+        if fabric.broadcast(run.done):
+            return run.path
         # Rank 0 decides where to continue from, so every process resumes the same task.
-        latest = fabric.broadcast(run.latest_checkpoint())
+        run_config = None
         if fabric.is_global_zero:
             run.create()
-            run.write_config(config)
+            run_config = bind_run_dir(run, config, ctx.log)
+        run_config = fabric.broadcast(run_config)
+        latest = fabric.broadcast(run.latest_checkpoint())
+        if fabric.is_global_zero:
             check_or_write_scenario(run, scenario, resuming=latest is not None)
         state = LoopState()
         if latest is not None:
-            state = load_checkpoint(latest[1], method, task_free=task_free)
+            state = load_checkpoint(latest[1], method, task_free=task_free, run_config=run_config, task=latest[0])
         state.profile["setup_seconds"] = dict(phases)  # this invocation's (a resumed run's own)
         if latest is not None:
             ctx.log(f"resumed from {latest[1].name}: continuing at task {state.next_task}")
@@ -221,7 +284,7 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             if fabric.is_global_zero and t is None:  # the initial scores b
                 write_results(run, scenario, st, method)
             elif fabric.is_global_zero:
-                save_checkpoint(run, t, method, st)
+                save_checkpoint(run, t, method, st, run_config=run_config)
                 write_results(run, scenario, st, method)
                 last = st.profile["tasks"][-1]
                 ctx.log(f"task {t} done in {last['wall_seconds']:.1f}s; "

@@ -9,11 +9,12 @@ checking their sha256, instead of spending minutes pretraining; `force=True` pre
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -21,6 +22,7 @@ from clavs.data.synth.identities import Identity
 from clavs.pretrain.data import pretraining_identities
 from clavs.pretrain.settings import DEFAULT, KINDS, VERSION, Kind, PretrainSettings
 from clavs.utils.io import atomic_write_json
+from clavs.utils.locks import file_lock
 
 
 # ------------------------------------------------------------------------------------------ paths
@@ -50,21 +52,20 @@ def shipped_path(kind: Kind) -> Path | None:
     from clavs.utils.kernels import kernel_tag
 
     path = SHIPPED / f"v{VERSION}-{kernel_tag()}" / f"{kind}_tiny.pt"
-    return path if _is_complete(path) else None
+    return path if path.is_file() and path.with_suffix(".json").is_file() else None
 
 
 def _install_shipped(kind: Kind, path: Path) -> bool:
     """Copy the shipped weights and their report into the cache if their sha256 holds; False if
     there are none or they are damaged (then the caller pretrains)."""
-    import json
     import shutil
     import warnings
 
     source = shipped_path(kind)
     if source is None:
         return False
-    report = json.loads(source.with_suffix(".json").read_text())
-    if _sha256(source) != report.get("sha256") or report.get("settings") != json.loads(json.dumps(asdict(DEFAULT))):
+    settings = json.loads(source.with_suffix(".json").read_text()).get("settings")
+    if _problem(source) is not None or settings != json.loads(json.dumps(asdict(DEFAULT))):
         warnings.warn(f"{source}: the shipped weights do not match their report (sha256 or settings); "
                       f"pretraining instead", stacklevel=3)
         return False
@@ -76,25 +77,23 @@ def _install_shipped(kind: Kind, path: Path) -> bool:
     return True
 
 
-def _is_complete(path: Path) -> bool:
-    return path.is_file() and path.with_suffix(".json").is_file()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive lock so that concurrent runs pretrain once and the others wait (POSIX; no-op elsewhere)."""
+def _problem(path: Path) -> str | None:
+    """None if the weights exist and match the sha256 their json report records, else what is wrong."""
+    report = path.with_suffix(".json")
+    if not path.is_file() or not report.is_file():
+        return "absent"
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: the atomic renames still keep files whole
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        recorded = json.loads(report.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError) as e:
+        return f"its report {report.name} is unreadable ({e})"
+    if recorded != _sha256(path):
+        return f"its sha256 differs from the one {report.name} records"
+    return None
+
+
+def _is_complete(path: Path) -> bool:
+    """The weights and their report exist and the weights' sha256 is the recorded one."""
+    return _problem(path) is None
 
 
 def ensure_pretrained(kind: Kind, *, force: bool = False, progress: Any = True,
@@ -104,16 +103,21 @@ def ensure_pretrained(kind: Kind, *, force: bool = False, progress: Any = True,
 
     progress: True (own rich progress bars), False, or a live ``rich.progress.Progress`` to add bars to.
     settings: defaults to :data:`DEFAULT`. The weights file is written atomically, then its json
-    (the completion marker); a lock file serialises concurrent callers.
+    (the completion marker, with the weights' sha256); a lock file serialises concurrent callers.
+    Weights whose sha256 is not the recorded one are never used: they are pretrained again.
     """
     _check_kind(kind)
     settings = DEFAULT if settings is None else settings
     path = pretrained_path(kind, settings)
     if _is_complete(path) and not force:
         return path
-    with _file_lock(path.with_name(f".{kind}_tiny.lock")):
+    with file_lock(path.with_name(f".{kind}_tiny.lock"), f"the pretrained {kind} encoder ({path.parent})"):
         if _is_complete(path) and not force:  # another process finished while we waited
             return path
+        problem = _problem(path)
+        if problem != "absent" and not force:  # damaged weights are never used: made again (deterministic)
+            print(f"note: pretrained {kind} weights {path} are damaged ({problem}); replacing them",
+                  file=sys.stderr, flush=True)
         if settings == DEFAULT and not force and _install_shipped(kind, path):
             return path
         from clavs.pretrain import train  # here: train.py imports this module (for the report)

@@ -12,9 +12,11 @@ import copy
 import math
 import os
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from clavs.config import flatten
+from clavs.errors import RunDirError
 from clavs.metrics.names import ANYTIME_KEY, SUMMARY_KEYS
 from clavs.results.store import config_hash, list_runs, load_run
 
@@ -34,14 +36,29 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def aggregate(runs_dir: str | os.PathLike, metric: str = "map", split: str = "test") -> list[dict[str, Any]]:
+def aggregate(runs_dir: str | os.PathLike, metric: str = "map", split: str = "test",
+              damaged: list[tuple[Path, str]] | None = None) -> list[dict[str, Any]]:
     """Rows: experiment, protocol, method, variant (the differing config values), label, family,
-    uses_exemplars, seeds, and (mean, std) of every continual summary value of `metric` on `split`."""
+    uses_exemplars, seeds, and (mean, std) of every continual summary value of `metric` on `split`.
+
+    A finished run whose files cannot be read is left out; `damaged` (if given) receives (path, reason).
+    """
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for info in list_runs(runs_dir, done_only=True):
-        run = load_run(info.path)
-        summary = run["summary"] if split == "test" else run["summary_val"]
-        if metric not in summary:
+    for info in list_runs(runs_dir, done_only=True, damaged=damaged):
+        try:
+            run = load_run(info.path)
+            summary = run["summary"] if split == "test" else run["summary_val"]
+            if not isinstance(summary, dict) or not isinstance(run["profile"], dict):
+                raise RunDirError(f"{info.path}: summary or profile is not a JSON object")
+            if metric not in summary:
+                continue
+            values = summary[metric]
+            if not isinstance(values, dict) or not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                                                       for v in values.values()):
+                raise RunDirError(f"{info.path}: the summary of '{metric}' is not a table of numbers")
+        except (RunDirError, OSError) as e:
+            if damaged is not None:
+                damaged.append((info.path, str(e)))
             continue
         key = config_hash(config_without_seed(run["config"]))
         groups[key].append({"info": info, "config": run["config"], "method": run["profile"].get("method", {}),

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from clavs.errors import RunDirError
 from clavs.utils.io import atomic_write_json, atomic_write_text
 
 CONFIG_FILE = "config.yaml"
@@ -45,6 +47,9 @@ CHECKPOINT_DIR = "checkpoints"
 # matrix are the same either way. Precision, devices and nodes stay in: they change the numbers,
 # e.g. DDP's global batch.)
 _HASH_EXCLUDED = ("runs_dir", "progress", "engine.threads", "engine.accelerator", "train.val_matrix")
+# What `clavs run --resume` may change (--devices, --accelerator, --no-progress; the folder may move).
+RESUME_MAY_CHANGE = _HASH_EXCLUDED + ("engine.devices",)
+_RUN_FOLDER = re.compile(r"^seed-?\d+-([0-9a-f]{8})$")
 
 
 def config_hash(config: dict[str, Any], length: int = 8) -> str:
@@ -59,6 +64,28 @@ def config_hash(config: dict[str, Any], length: int = 8) -> str:
             node.pop(leaf, None)
     blob = json.dumps(pruned, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:length]
+
+
+def folder_hash(path: str | os.PathLike) -> str | None:
+    """The config hash in a run folder's name (`seed<k>-<hash>`), or None for another name."""
+    m = _RUN_FOLDER.match(Path(path).name)
+    return m.group(1) if m else None
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = _HASH_EXCLUDED) -> list[str]:
+    """Dotted keys whose values differ between two configs, as 'train.lr: 0.001 -> 0.5' (sorted)."""
+    from clavs.config import flatten
+
+    a = flatten(json.loads(json.dumps(old, default=str)))
+    b = flatten(json.loads(json.dumps(new, default=str)))
+    out = []
+    for key in sorted(a.keys() | b.keys()):
+        if key in ignore:
+            continue
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if va != vb or type(va) is not type(vb):
+            out.append(f"{key}: {va!r} -> {vb!r}")
+    return out
 
 
 def run_dir_for(config: dict[str, Any], runs_dir: str | os.PathLike) -> Path:
@@ -150,7 +177,18 @@ class RunDir:
         return best
 
     def config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / CONFIG_FILE).read_text())
+        path = self.path / CONFIG_FILE
+        try:
+            config = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise RunDirError(f"{self.path}: no {CONFIG_FILE} here; not a clavs run directory") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise RunDirError(f"{path}: cannot read ({e})") from None
+        except yaml.YAMLError as e:
+            raise RunDirError(f"{path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+        if not isinstance(config, dict):
+            raise RunDirError(f"{path}: holds a {type(config).__name__}, not a clavs run config")
+        return config
 
     def _json(self, name: str) -> Any:
         path = self.path / name
@@ -158,8 +196,10 @@ class RunDir:
             return json.loads(path.read_text())
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: missing (is this a clavs run directory?)") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunDirError(f"{path}: not valid JSON ({e})") from None
+        except OSError as e:
+            raise RunDirError(f"{path}: cannot read ({e})") from None
 
     def matrices(self, split: str = "test") -> dict[str, Any]:
         return self._json(_split_file(MATRICES_FILE, split))
@@ -187,21 +227,32 @@ class RunInfo:
     done: bool
 
 
-def list_runs(runs_dir: str | os.PathLike, *, done_only: bool = False) -> list[RunInfo]:
-    """Every run directory (a folder holding config.yaml) under `runs_dir`, sorted by path."""
+def list_runs(runs_dir: str | os.PathLike, *, done_only: bool = False,
+              damaged: list[tuple[Path, str]] | None = None) -> list[RunInfo]:
+    """Every run directory (a folder holding config.yaml) under `runs_dir`, sorted by path.
+
+    A run whose config.yaml cannot be read is skipped; `damaged` (if given) receives (path, reason).
+    """
     out = []
     for cfg in sorted(Path(runs_dir).rglob(CONFIG_FILE)):
         run = RunDir(cfg.parent)
         try:
             c = run.config()
-        except (yaml.YAMLError, OSError):
+            protocol, method = c.get("protocol", {}), c.get("method", {})
+            seed = c.get("seed", -1)
+            if not isinstance(protocol, dict) or not isinstance(method, dict) or isinstance(seed, bool) \
+                    or not isinstance(seed, int):
+                raise RunDirError(f"{cfg}: not a clavs run config (protocol, method or seed malformed)")
+        except RunDirError as e:
+            if damaged is not None:
+                damaged.append((run.path, str(e)))
             continue
         info = RunInfo(
             path=run.path,
             experiment=str(c.get("experiment", "default")),
-            protocol=str(c.get("protocol", {}).get("name", "?")),
-            method=str(c.get("method", {}).get("name", "?")),
-            seed=int(c.get("seed", -1)),
+            protocol=str(protocol.get("name", "?")),
+            method=str(method.get("name", "?")),
+            seed=seed,
             done=run.done,
         )
         if info.done or not done_only:

@@ -15,6 +15,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the user's umask like any other
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -27,6 +28,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; set it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

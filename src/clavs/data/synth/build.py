@@ -29,11 +29,14 @@ byte-identical for a seed whatever the number of worker processes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,6 +49,7 @@ from clavs.data.synth.audio import SAMPLE_RATE
 from clavs.data.synth.identities import CATEGORY_GROUPS, benchmark_identities
 from clavs.data.synth.render import DOMAINS, SynthClip, render_clip
 from clavs.utils.io import atomic_write_json, atomic_write_text
+from clavs.utils.locks import file_lock
 
 __all__ = ["SYNTHAVS_VERSION", "SPLITS", "SynthPreset", "PRESETS", "generate", "VideoPlan", "plan_videos",
            "render_video", "s4_video_name", "ms3_video_name"]
@@ -207,8 +211,10 @@ _THREAD_LIMIT = None
 
 def _worker_init() -> None:
     """One BLAS thread per worker process: the pool already uses every core, and two-thread BLAS
-    calls on tiny matrices only add contention. threadpoolctl is optional (it ships with scikit-learn)."""
+    calls on tiny matrices only add contention. threadpoolctl is optional (it ships with scikit-learn).
+    Ctrl-C is left to the parent, which stops the pool (no traceback from every worker)."""
     global _THREAD_LIMIT
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -289,8 +295,24 @@ def generate(out_root: str | os.PathLike, preset: str | SynthPreset = "default",
         raise ValueError(f"SynthAVS seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
     root = Path(out_root)
-    root.mkdir(parents=True, exist_ok=True)
     final_manifest = _manifest(preset, cfg, seed, complete=True)
+    if not overwrite and _intact_build(root, final_manifest) == "intact":
+        return root
+    # One build per folder at a time: a second process waits, then finds the build complete.
+    with file_lock(root.parent / f".{root.name}.synthavs.lock", f"the SynthAVS build in {root}"):
+        state = _intact_build(root, final_manifest)
+        if state == "intact" and not overwrite:
+            return root
+        if state not in ("intact", "other"):  # damaged: never trusted, rebuilt
+            print(f"note: the SynthAVS build in {root} is damaged ({state}); building it again", file=sys.stderr,
+                  flush=True)
+        return _generate(root, preset, cfg, seed, final_manifest, workers, progress,
+                         overwrite or state not in ("intact", "other"))
+
+
+def _generate(root: Path, preset: str, cfg: SynthPreset, seed: int, final_manifest: dict, workers: int | None,
+              progress: bool, overwrite: bool) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
     if _prepare_root(root, final_manifest, overwrite):
         return root
     atomic_write_json(root / MANIFEST, _manifest(preset, cfg, seed, complete=False))
@@ -325,5 +347,65 @@ def generate(out_root: str | os.PathLike, preset: str | SynthPreset = "default",
     atomic_write_text(root / S4_DIR / "s4_meta_data.csv",
                       _csv_text(["name", "start", "category", "split", "domain"], s4_rows))
     atomic_write_text(root / MS3_DIR / "ms3_meta_data.csv", _csv_text(["name", "split", "domain", "sources"], ms3_rows))
-    atomic_write_json(root / MANIFEST, final_manifest)
+    atomic_write_json(root / MANIFEST, {**final_manifest, "files": _file_list(root)})
     return root
+
+
+# ---------------------------------------------------------------------------------- verification
+def _file_list(root: Path) -> dict[str, list]:
+    """Every file of the build (relative path -> [size, sha256]), recorded in the final manifest."""
+    out: dict[str, list] = {}
+    for top in (S4_DIR, MS3_DIR):
+        for path in sorted((root / top).rglob("*")):
+            if path.is_file() and not path.name.endswith(".tmp"):
+                out[path.relative_to(root).as_posix()] = [path.stat().st_size, _sha256(path)]
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def verify_build(root: str | os.PathLike) -> str | None:
+    """None if every file the manifest of a complete build lists is there, of its recorded size, and
+    (if modified after the manifest was written) of its recorded sha256; else what is wrong.
+    One stat per file; only files touched since the build are hashed."""
+    root = Path(root)
+    manifest_path = root / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        built_ns = manifest_path.stat().st_mtime_ns
+    except (OSError, ValueError) as e:
+        return f"{manifest_path} is unreadable ({e})"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        return f"{manifest_path} lists no files (written by an older clavs)"
+    bad: list[str] = []
+    for rel, record in files.items():
+        path = root / rel
+        try:
+            st = path.stat()
+        except OSError:
+            bad.append(f"{rel} missing")
+            continue
+        if not isinstance(record, list) or len(record) != 2 or st.st_size != record[0]:
+            bad.append(f"{rel} has {st.st_size} bytes, not {record[0] if isinstance(record, list) else '?'}")
+        elif st.st_mtime_ns > built_ns and _sha256(path) != record[1]:
+            bad.append(f"{rel} was modified (sha256 differs)")
+        if len(bad) >= 3:
+            break
+    return "; ".join(bad) if bad else None
+
+
+def _intact_build(root: Path, wanted: dict) -> str:
+    """'intact' (a complete build of these settings whose files verify), 'other' (no complete build of
+    these settings), or what is damaged in a complete build of these settings."""
+    try:
+        found = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "other"
+    keys = ("version", "preset_fields", "seed")
+    if not isinstance(found, dict) or not found.get("complete") or \
+            {k: found.get(k) for k in keys} != json.loads(json.dumps({k: wanted[k] for k in keys})):
+        return "other"
+    return verify_build(root) or "intact"

@@ -152,7 +152,9 @@ class TinyAudioCNN(AudioEncoder):
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise ValueError(f"{path}: not a readable TinyAudioCNN checkpoint ({type(err).__name__}: {err})") from err
+            from clavs.errors import short_reason
+
+            raise ValueError(f"{path}: not a readable TinyAudioCNN checkpoint ({short_reason(err)})") from err
         if not isinstance(raw, Mapping) or raw.get("format") != CHECKPOINT_FORMAT:
             found = raw.get("format") if isinstance(raw, Mapping) else type(raw).__name__
             raise ValueError(f"{path}: expected a checkpoint with format '{CHECKPOINT_FORMAT}', found {found!r}")

@@ -244,8 +244,10 @@ def create_visual_encoder(name: str, *, weights: str | os.PathLike | None = None
         try:
             model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=path), **kwargs)
         except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+            from clavs.errors import short_reason
+
             raise WeightsLoadError(f"could not load weights file {path} into {model_name}: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                                   f"{short_reason(exc)}") from exc
 
     family = _family(model)
     if path is not None:
