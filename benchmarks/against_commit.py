@@ -7,10 +7,12 @@ PYTHONPATH=<worktree>/src and this environment's Python. Prints each wall time, 
 phases of each run's profile.json that both record, and whether the test accuracy matrices
 (matrices.json) are identical.
 
-Warm caches are the fair comparison (run `clavs run` once first): a cold start measures the cache
-builds, and two builders would share one cache.
+Warm caches are the fair comparison: `--warm-up` first runs each side alone with train.epochs=1
+(which fills every cache it reads: SynthAVS, weights, decoded clips, audio embeddings), then the
+timed runs start. `--home DIR` gives both sides that cache folder (CLAVS_HOME), e.g. a copy, so
+that a version whose cache format differs does not rebuild a cache other processes are reading.
 
-Usage: python benchmarks/against_commit.py COMMIT [--work DIR] [key=value ...]
+Usage: python benchmarks/against_commit.py COMMIT [--work DIR] [--home DIR] [--warm-up] [key=value ...]
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def start(src: Path, runs: Path, overrides: list[str], log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(src))
+def start(src: Path, runs: Path, overrides: list[str], log: Path, home: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(src), **({"CLAVS_HOME": home} if home else {}))
     cmd = [sys.executable, "-c", "import sys; from clavs.cli import main; sys.exit(main())",
            "run", "--no-progress", "--runs-dir", str(runs), *overrides]
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -46,6 +48,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("commit", help="the earlier commit (e.g. 21c0798)")
     ap.add_argument("--work", help="folder for the worktree, runs and logs (default: temporary, removed after)")
+    ap.add_argument("--home", help="CLAVS_HOME for both sides (default: the environment's)")
+    ap.add_argument("--warm-up", action="store_true", help="fill each side's caches first (one 1-epoch run each, alone)")
     ap.add_argument("overrides", nargs="*", help="key=value for both runs")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="clavs-against-"))
@@ -57,10 +61,16 @@ def main() -> int:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True).stdout.strip()
         sides = {"before": (tree / "src", work / "runs-before"), "after": (REPO / "src", work / "runs-after")}
+        if args.warm_up:
+            for name, (src, runs) in sides.items():
+                p = start(src, work / f"warm-{name}", [*args.overrides, "train.epochs=1"], work / f"warm-{name}.log", args.home)
+                if p.wait() != 0:
+                    sys.exit(f"the {name} warm-up failed ({p.returncode}); see {work / f'warm-{name}.log'}")
         for _, runs in sides.values():
             shutil.rmtree(runs, ignore_errors=True)
         t0 = time.perf_counter()
-        procs = {name: start(src, runs, args.overrides, work / f"{name}.log") for name, (src, runs) in sides.items()}
+        procs = {name: start(src, runs, args.overrides, work / f"{name}.log", args.home)
+                 for name, (src, runs) in sides.items()}
         walls = {}
         while len(walls) < len(procs):
             for name, p in procs.items():
