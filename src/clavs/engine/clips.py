@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from clavs.utils.io import atomic_write, atomic_write_json
+from clavs.utils.io import atomic_write, atomic_write_json, sha256_file
 from clavs.utils.locks import file_lock
 from clavs.utils.paths import cache_home
 
@@ -83,14 +83,6 @@ def _note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr, flush=True)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
@@ -102,7 +94,7 @@ def entry_problem(path: Path) -> str | None:
     try:
         record = json.loads(_sidecar(path).read_text())
         if not isinstance(record, dict) or record.get("size") != path.stat().st_size \
-                or record.get("sha256") != _sha256(path):
+                or record.get("sha256") != sha256_file(path):
             return "its sha256 differs from the one recorded"
     except FileNotFoundError:
         return f"no {_sidecar(path).name} records its sha256"
@@ -127,7 +119,7 @@ def _remove(path: Path) -> None:
 def write_entry(path: Path, obj: Any) -> None:
     """torch.save `obj` atomically, then its sidecar (sha256, size): the sidecar marks it complete."""
     atomic_write(path, lambda f: torch.save(obj, f), "wb")
-    atomic_write_json(_sidecar(path), {"sha256": _sha256(path), "size": path.stat().st_size})
+    atomic_write_json(_sidecar(path), {"sha256": sha256_file(path), "size": path.stat().st_size})
 
 
 def _load_entry(path: Path, **kwargs: Any) -> Any:

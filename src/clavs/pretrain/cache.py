@@ -9,7 +9,6 @@ checking their sha256, instead of spending minutes pretraining; `force=True` pre
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import asdict
@@ -21,7 +20,7 @@ import torch
 from clavs.data.synth.identities import Identity
 from clavs.pretrain.data import pretraining_identities
 from clavs.pretrain.settings import DEFAULT, KINDS, VERSION, Kind, PretrainSettings
-from clavs.utils.io import atomic_write_json
+from clavs.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 from clavs.utils.locks import file_lock
 
 
@@ -58,7 +57,6 @@ def shipped_path(kind: Kind) -> Path | None:
 def _install_shipped(kind: Kind, path: Path) -> bool:
     """Copy the shipped weights and their report into the cache if their sha256 holds; False if
     there are none or they are damaged (then the caller pretrains)."""
-    import shutil
     import warnings
 
     source = shipped_path(kind)
@@ -69,11 +67,8 @@ def _install_shipped(kind: Kind, path: Path) -> bool:
         warnings.warn(f"{source}: the shipped weights do not match their report (sha256 or settings); "
                       f"pretraining instead", stacklevel=3)
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for src, dst in ((source, path), (source.with_suffix(".json"), path.with_suffix(".json"))):  # json last: the marker
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
+    atomic_write_bytes(path, source.read_bytes())
+    atomic_write_bytes(path.with_suffix(".json"), source.with_suffix(".json").read_bytes())  # last: the marker
     return True
 
 
@@ -86,7 +81,7 @@ def _problem(path: Path) -> str | None:
         recorded = json.loads(report.read_text()).get("sha256")
     except (OSError, ValueError, AttributeError) as e:
         return f"its report {report.name} is unreadable ({e})"
-    if recorded != _sha256(path):
+    if recorded != sha256_file(path):
         return f"its sha256 differs from the one {report.name} records"
     return None
 
@@ -128,10 +123,6 @@ def ensure_pretrained(kind: Kind, *, force: bool = False, progress: Any = True,
 
 
 # -------------------------------------------------------------------------------------- report
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _identity_record(idents: list[Identity]) -> list[dict[str, Any]]:
     return [{"name": i.name, "visual": asdict(i.visual), "sound": asdict(i.sound)} for i in idents]
 
@@ -141,6 +132,6 @@ def _write_report(path: Path, kind: str, settings: PretrainSettings, metrics: di
     atomic_write_json(path.with_suffix(".json"), {
         "kind": kind, "version": VERSION, "settings": asdict(settings), "settings_digest": settings.digest(),
         "metrics": metrics, "wall_seconds": {k: round(v, 3) for k, v in timings.items()},
-        "torch": torch.__version__, "sha256": _sha256(path),
+        "torch": torch.__version__, "sha256": sha256_file(path),
         "identities": _identity_record(pretraining_identities(settings)), **extra,
     })

@@ -1,7 +1,9 @@
-"""Atomic file writes: a run killed at any instant leaves the old file or the new one, never a torn one."""
+"""Atomic file writes (a run killed at any instant leaves the old file or the new one, never a torn one)
+and the sha256 of a file, which caches record and check."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -34,6 +36,15 @@ def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; set it straight back
     os.umask(mask)
     return mask
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in blocks (cache entries can be hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

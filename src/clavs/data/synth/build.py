@@ -29,7 +29,6 @@ byte-identical for a seed whatever the number of worker processes.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import multiprocessing as mp
@@ -48,7 +47,7 @@ from clavs.data.categories import S4_CATEGORIES
 from clavs.data.synth.audio import SAMPLE_RATE
 from clavs.data.synth.identities import CATEGORY_GROUPS, benchmark_identities
 from clavs.data.synth.render import DOMAINS, SynthClip, render_clip
-from clavs.utils.io import atomic_write_json, atomic_write_text
+from clavs.utils.io import atomic_write_json, atomic_write_text, sha256_file
 from clavs.utils.locks import file_lock
 
 __all__ = ["SYNTHAVS_VERSION", "SPLITS", "SynthPreset", "PRESETS", "generate", "VideoPlan", "plan_videos",
@@ -358,12 +357,8 @@ def _file_list(root: Path) -> dict[str, list]:
     for top in (S4_DIR, MS3_DIR):
         for path in sorted((root / top).rglob("*")):
             if path.is_file() and not path.name.endswith(".tmp"):
-                out[path.relative_to(root).as_posix()] = [path.stat().st_size, _sha256(path)]
+                out[path.relative_to(root).as_posix()] = [path.stat().st_size, sha256_file(path)]
     return out
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def verify_build(root: str | os.PathLike) -> str | None:
@@ -390,7 +385,7 @@ def verify_build(root: str | os.PathLike) -> str | None:
             continue
         if not isinstance(record, list) or len(record) != 2 or st.st_size != record[0]:
             bad.append(f"{rel} has {st.st_size} bytes, not {record[0] if isinstance(record, list) else '?'}")
-        elif st.st_mtime_ns > built_ns and _sha256(path) != record[1]:
+        elif st.st_mtime_ns > built_ns and sha256_file(path) != record[1]:
             bad.append(f"{rel} was modified (sha256 differs)")
         if len(bad) >= 3:
             break
