@@ -9,6 +9,7 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -132,7 +133,190 @@ def test_restore_refuses_run_dirs_it_cannot_use_naming_the_file(smoke_run, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", available_methods())
-def test_every_method_restores_to_its_recorded_scores(smoke_run, method):
+def test_every_method_restores_to_its_recorded_scores_and_predicts_a_video(smoke_run, method, videos, tmp_path,
+                                                                          capsys):
     protocols = get_method_class(method).protocols
     protocol = "cil" if "cil" in protocols else protocols[0]
-    _check_rescored(smoke_run(method, protocol))
+    run = smoke_run(method, protocol)
+    _check_rescored(run)
+    code, text = _clavs(capsys, "predict", run, videos["3s"], "--out", tmp_path)
+    assert code == 0, text
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 3
+
+
+# ================================================================== clavs predict on a user's video
+
+FPS, SIZE, AUDIO_RATE = 10, (64, 48), 22050
+
+
+def colour(i: int) -> tuple[int, int, int]:
+    """The colour of frame i of the test videos: i in base 16 on red and green, 16 levels apart."""
+    return (8 + 16 * (i % 16), 8 + 16 * (i // 16), 128)
+
+
+def amplitude(second: int) -> float:
+    """The sine amplitude of each second of the test videos' sound."""
+    return 0.04 * (second + 1)
+
+
+def make_video(path, seconds: float, *, audio: bool = True, video: bool = True):
+    """An mp4 (H.264 + AAC stereo at 22.05 kHz) whose frame i is uniformly colour(i) with a white square,
+    and whose second l is a 440 Hz sine of amplitude(l)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=FPS) if video else None
+        if vs is not None:
+            vs.width, vs.height = SIZE
+            vs.pix_fmt = "yuv420p"
+        as_ = c.add_stream("aac", rate=AUDIO_RATE) if audio else None
+        if as_ is not None:
+            as_.layout = "stereo"
+        for i in range(round(seconds * FPS) if video else 0):
+            img = np.full((SIZE[1], SIZE[0], 3), colour(i), np.uint8)
+            img[4:12, 4:12] = 255
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            c.mux(vs.encode(frame))
+        if vs is not None:
+            c.mux(vs.encode(None))
+        if as_ is not None:
+            t = np.arange(int(seconds * AUDIO_RATE)) / AUDIO_RATE
+            wave = (np.array([amplitude(int(s)) for s in t]) * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            for s in range(0, len(wave), 1000):  # chunks of another size than AAC's 1024
+                frame = av.AudioFrame.from_ndarray(np.stack([wave[s:s + 1000]] * 2), format="fltp", layout="stereo")
+                frame.sample_rate, frame.pts = AUDIO_RATE, s
+                c.mux(as_.encode(frame))
+            c.mux(as_.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    (root / "not_a_video.mp4").write_text("these are words, not frames\n")
+    return {"12s": make_video(root / "twelve.mp4", 12), "3s": make_video(root / "three.mp4", 3),
+            "silent": make_video(root / "silent.mp4", 3, audio=False), "half": make_video(root / "half.mp4", 0.5),
+            "text": root / "not_a_video.mp4"}
+
+
+def _clavs(capsys, *argv) -> tuple[int, str]:
+    from clavs.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_reading_a_video_samples_the_frame_at_15_16_of_each_second_and_each_second_of_sound(videos):
+    from clavs.data.video import read_video
+
+    sampled = read_video(videos["12s"], 32)
+    assert sampled.seconds == 12 and sampled.frames.shape == (12, 3, 32, 32) and sampled.waveform.shape == (12, 16000)
+    assert (sampled.width, sampled.height, float(sampled.fps)) == (64, 48, 10.0)
+    levels = np.array([colour(i) for i in range(120)], dtype=np.float64)
+    for second in range(12):
+        shown = sampled.frames[second, :, 24:, 24:].double().mean((1, 2)).numpy()  # away from the white square
+        nearest = int(np.abs(levels - shown).sum(1).argmin())
+        assert nearest == int(second * FPS + 15 / 16 * FPS), (second, shown)  # AVSBench's frame index
+        rms = float(sampled.waveform[second, 800:-800].pow(2).mean().sqrt())  # the edges blend neighbours
+        assert rms == pytest.approx(amplitude(second) / np.sqrt(2), rel=0.08), second
+
+
+def test_predict_writes_a_mask_for_each_of_12_seconds_an_overlay_video_with_sound_and_a_gif(smoke_run, videos, tmp_path,
+                                                                                          capsys):
+    import av
+    from PIL import Image
+
+    run = smoke_run("lwf", "til")
+    code, text = _clavs(capsys, "predict", run, videos["12s"], "--out", tmp_path, "--task-id", 1)
+    assert code == 0, text
+    report = json.loads((tmp_path / "predictions.json").read_text())
+    assert report["seconds"] == 12 and report["task_id"] == 1 and report["checkpoint"] == "task_2.pt"
+    spans = [(w["start"], w["end"]) for w in report["windows"]]
+    assert spans == [(0, 5), (5, 10), (7, 12)]  # the last window: the final five seconds
+    owned = [s for w in report["windows"] for s in w["owns"]]
+    assert sorted(owned) == list(range(12)) and len(owned) == 12  # every second exactly once
+    for w in report["windows"]:  # TIL: probabilities over task 1's six classes only
+        assert len(w["classes"]) == 6 and sum(w["classes"].values()) == pytest.approx(1.0, abs=1e-5)
+    masks = sorted((tmp_path / "masks").glob("*.png"))
+    assert [p.name for p in masks] == [f"{s:04d}.png" for s in range(12)]
+    for p in masks:
+        im = Image.open(p)
+        assert im.mode == "L" and im.size == SIZE and set(np.unique(np.asarray(im))) <= {0, 255}
+
+    # Seconds 7-9 come from the window [5, 10), not from the overlapping [7, 12): redo that window.
+    from clavs.data.video import read_video
+    from clavs.engine.predict import masks_at
+
+    restored = restore_run(run)
+    sampled = read_video(videos["12s"], restored.config["data"]["image_size"])
+    audio = restored.embed_waveforms(sampled.waveform[None])
+    out = restored.predict(sampled.frames[None, 5:10], audio[:, 5:10], task_id=1)
+    expected = masks_at(out.mask_logits[3:4, 0].float(), SIZE[1], SIZE[0])[0]
+    assert np.array_equal(np.asarray(Image.open(masks[8])) > 0, expected)
+
+    with av.open(str(tmp_path / "overlay.mp4")) as c:
+        (vs,), (aud,) = c.streams.video, c.streams.audio
+        assert aud.codec_context.name == "aac" and aud.rate == AUDIO_RATE
+        assert float(aud.duration * aud.time_base) == pytest.approx(12.0, abs=0.05)
+        assert float(vs.duration * vs.time_base) == pytest.approx(12.0, abs=0.05) and vs.frames == 120
+        assert (vs.codec_context.width, vs.codec_context.height) == SIZE
+    gif = Image.open(tmp_path / "overlay.gif")
+    assert gif.n_frames == 12 and gif.info["duration"] == 1000
+
+
+def test_predict_on_a_short_video_and_on_a_clip_folder_pads_one_window(smoke_run, videos, tmp_path, capsys):
+    from PIL import Image
+
+    from clavs.data.audio import write_wav
+
+    run = smoke_run("atlas", "cil")
+    code, text = _clavs(capsys, "predict", run, videos["3s"], "--out", tmp_path / "video")
+    assert code == 0, text
+    report = json.loads((tmp_path / "video" / "predictions.json").read_text())
+    assert report["seconds"] == 3 and len(report["windows"]) == 1
+    (window,) = report["windows"]
+    assert (window["start"], window["end"], window["padded"], window["owns"]) == (0, 3, 2, [0, 1, 2])
+    assert len(window["classes"]) == 23 and sum(window["classes"].values()) == pytest.approx(1.0, abs=1e-5)
+
+    clip = tmp_path / "clip"  # an AVSBench-style clip folder: <name>_<k>.png and its wav
+    clip.mkdir()
+    for k in (1, 2, 3, 10):  # ordered by number, not by name
+        Image.new("RGB", (40, 30), (20 * k, 0, 0)).save(clip / f"vid_{k}.png")
+    t = np.arange(4 * 22050) / 22050
+    write_wav(clip / "audio.wav", 0.2 * np.sin(2 * np.pi * 300 * t), sr=22050)
+    code, text = _clavs(capsys, "predict", run, clip, "--out", tmp_path / "clip_out")
+    assert code == 0, text
+    report = json.loads((tmp_path / "clip_out" / "predictions.json").read_text())
+    assert report["kind"] == "clip folder" and report["seconds"] == 4
+    assert [Image.open(p).size for p in sorted((tmp_path / "clip_out" / "masks").glob("*.png"))] == [(40, 30)] * 4
+
+
+def test_predict_refuses_bad_inputs_and_run_dirs_with_exit_code_2_naming_the_file(smoke_run, videos, tmp_path, capsys,
+                                                                                  monkeypatch):
+    run = smoke_run("lwf", "til")
+    out = tmp_path / "out"
+    cases = {
+        "silent": "has no audio track",
+        "half": "its video lasts 0.50 s; clavs predict needs at least one second",
+        "text": "not a video file FFmpeg can read",
+    }
+    for name, message in cases.items():
+        code, text = _clavs(capsys, "predict", run, videos[name], "--out", out, "--task-id", 0)
+        assert code == 2 and f"error: {videos[name]}: {message}" in text, text
+    code, text = _clavs(capsys, "predict", run, videos["12s"], "--out", out)
+    assert code == 2 and "a TIL run needs the task id (--task-id K)" in text
+    empty = tmp_path / "copy"
+    shutil.copytree(run, empty)
+    shutil.rmtree(empty / "checkpoints")
+    code, text = _clavs(capsys, "predict", empty, videos["12s"], "--out", out, "--task-id", 0)
+    assert code == 2 and f"{empty / 'checkpoints'}: no task checkpoint" in text
+    (empty / "config.yaml").unlink()
+    code, text = _clavs(capsys, "predict", empty, videos["12s"], "--out", out, "--task-id", 0)
+    assert code == 2 and f"{empty}: no config.yaml here" in text
+    assert not out.exists()  # nothing is written for a refused input
+
+    monkeypatch.setitem(__import__("sys").modules, "av", None)  # PyAV not installed
+    code, text = _clavs(capsys, "predict", run, videos["12s"], "--out", out, "--task-id", 0)
+    assert code == 2 and "pip install 'clavs[video]'" in text

@@ -240,6 +240,38 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from clavs.engine.predict import predict_input
+
+    report = predict_input(args.run_dir, args.input, args.out, task_id=args.task_id, checkpoint=args.checkpoint,
+                           accelerator=args.accelerator)
+    overlay = report["overlay"]
+    print(f"{report['input']}: {report['seconds']} s in {len(report['windows'])} window(s) of "
+          f"{report['window_seconds']} s, {report['method']} ({report['protocol']}) after task "
+          f"{report['tasks_trained'] - 1} ({report['checkpoint']})")
+    for window in report["windows"]:
+        if window.get("top"):
+            print(f"  {window['start']:>4}-{window['end']:<4} s  {window['top']} "
+                  f"({100 * window['classes'][window['top']]:.1f}%)")
+    print(f"wrote {len(report['masks']['files'])} masks ({args.out}/masks/), overlay.mp4 "
+          f"({overlay['video_codec']} + aac), overlay.gif, predictions.json to {args.out}")
+    return 0
+
+
+EPILOG_PREDICT = """examples:
+  clavs predict runs/default/cil/atlas/seed0-1a2b3c4d my_video.mp4 --out predicted/
+  clavs predict RUN_DIR clip_folder/ --out predicted/ --checkpoint task_3    an earlier task's model
+  clavs predict runs/default/til/lwf/seed0-... video.mp4 --out p/ --task-id 2  TIL: the task's mask head
+
+INPUT is a video file with sound (any length, any format FFmpeg reads) or an AVSBench-style clip folder
+(frames <name>_1.png, <name>_2.png, ... one per second, and audio.wav). Sampling as AVSBench: one frame
+per second (the frame on screen at 15/16 of the second) and each second's audio at 16 kHz; windows of
+five seconds, the last one the final five seconds. Writes masks/<second>.png at the video's
+resolution, overlay.mp4 (with the input's sound), overlay.gif and predictions.json (the windows, and
+class probabilities where the run has a class head).
+"""
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from clavs.methods import available_methods, get_method_class
 
@@ -299,6 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "val"], default="test",
                    help="test clips (reported numbers) or validation clips (what choices are made on)")
     p.add_argument("--format", choices=["rich", "md"], default="rich", help="a terminal table or Markdown")
+    p = sub.add_parser("predict", help="segment the sounding objects of your video with a run's checkpoint",
+                       description="Segment the sounding objects of a video (or an AVSBench-style clip folder) "
+                                   "with a trained run: masks per second, an overlay video with the sound, a GIF "
+                                   "and the class predictions per window.",
+                       epilog=EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with checkpoints (see `clavs runs`)")
+    p.add_argument("input", metavar="INPUT", help="a video file with sound, or a clip folder (frames + audio.wav)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for masks/, overlay.mp4, overlay.gif, "
+                                                               "predictions.json")
+    p.add_argument("--task-id", type=int, metavar="K", help="TIL runs: the task whose mask head to use (required)")
+    p.add_argument("--checkpoint", metavar="task_K", help="the model after task K (default: the latest checkpoint)")
+    p.add_argument("--accelerator", default="cpu", help="cpu (default) | gpu | auto")
     sub.add_parser("methods", help="list the available methods")
     p = sub.add_parser("pretrain", help="pretrain the tiny encoders on synthetic classes disjoint from the 23 "
                                         "(cached under $CLAVS_HOME or $XDG_CACHE_HOME/clavs; on x86-64 the "
@@ -380,6 +424,8 @@ def _main(argv: list[str]) -> int:
         return cmd_runs(args)
     if args.command == "table":
         return cmd_table(args)
+    if args.command == "predict":
+        return cmd_predict(args)
     if args.command == "methods":
         return cmd_methods(args)
     if args.command == "pretrain":

@@ -266,14 +266,20 @@ def _size_hw(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     return (int(h), int(w))
 
 
+def fit_frame(im: Image.Image, size_hw: tuple[int, int] | None) -> np.ndarray:
+    """uint8 [H,W,3] RGB of an image, resized bilinearly to `size_hw` when it differs (the one resize
+    every frame a model sees goes through: dataset frames and `clavs predict`'s video frames)."""
+    im = im.convert("RGB")
+    if size_hw is not None and im.size != (size_hw[1], size_hw[0]):
+        im = im.resize((size_hw[1], size_hw[0]), Image.Resampling.BILINEAR)
+    return np.asarray(im)
+
+
 def load_frame(path: Path, size_hw: tuple[int, int] | None) -> np.ndarray:
     """uint8 [H,W,3] RGB frame, resized bilinearly to `size_hw` when the file differs."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size_hw is not None and im.size != (size_hw[1], size_hw[0]):
-                im = im.resize((size_hw[1], size_hw[0]), Image.Resampling.BILINEAR)
-            return np.asarray(im)
+            return fit_frame(im, size_hw)
     except FileNotFoundError as e:
         raise AVSBenchFileError(f"frame not found: {path}") from e
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

@@ -85,24 +85,8 @@ class RestoredRun:
         return list(self.scenario.class_order[: self.scenario.tasks[self.task].num_seen_classes])
 
     def task_id(self, requested: int | None) -> int:
-        """The task id a batch reveals: TIL needs one (it picks the mask head) among the tasks trained so
-        far; the other protocols reveal none (-1) and refuse one, which would change nothing."""
-        if self.protocol != "til":
-            if requested is not None:
-                raise ClavsError(f"{self.path}: a {self.protocol.upper()} run takes no task id (only TIL runs choose "
-                                 f"a mask head by task); leave out --task-id")
-            return -1
-        if requested is None:
-            raise ClavsError(f"{self.path}: a TIL run needs the task id (--task-id K) to choose the mask head; "
-                             f"{self._task_listing()}")
-        if not 0 <= int(requested) <= self.task:
-            raise ClavsError(f"{self.path}: task id {requested} is not among the tasks {self.checkpoint.name} was "
-                             f"trained on; {self._task_listing()}")
-        return int(requested)
-
-    def _task_listing(self) -> str:
-        names = "; ".join(f"{t.id}: {t.name}" for t in self.scenario.tasks[: self.task + 1])
-        return f"tasks 0..{self.task} are trained ({names})"
+        """The task id a batch reveals (choose_task_id)."""
+        return choose_task_id(self.path, self.scenario, self.task, requested)
 
     def embed_waveforms(self, waveforms: torch.Tensor) -> torch.Tensor:
         """[N, T, 16000] mono 16 kHz seconds -> [N, T, D] embeddings, as the clip cache computes them."""
@@ -132,6 +116,24 @@ class RestoredRun:
             return self.method.predict(batch)
 
 
+def choose_task_id(path: Path, scenario: Any, trained: int, requested: int | None) -> int:
+    """The task id a batch reveals: TIL needs one (it picks the mask head) among the tasks 0..trained;
+    the other protocols reveal none (-1) and refuse one, which would change nothing."""
+    if scenario.protocol != "til":
+        if requested is not None:
+            raise ClavsError(f"{path}: a {scenario.protocol.upper()} run takes no task id (only TIL runs choose a "
+                             f"mask head by task); leave out --task-id")
+        return -1
+    names = "; ".join(f"{t.id}: {t.name}" for t in scenario.tasks[: trained + 1])
+    listing = f"tasks 0..{trained} are trained ({names})"
+    if requested is None:
+        raise ClavsError(f"{path}: a TIL run needs the task id (--task-id K) to choose the mask head; {listing}")
+    if not 0 <= int(requested) <= trained:
+        raise ClavsError(f"{path}: task id {requested} is not among the tasks task_{trained}.pt was trained on; "
+                         f"{listing}")
+    return int(requested)
+
+
 def _fabric(config: dict[str, Any], accelerator: str) -> Any:
     from lightning_fabric import Fabric
 
@@ -159,7 +161,7 @@ def restore_run(run_dir: str | Path, checkpoint: str | int | None = None, *, acc
     config = check_run_binding(run)  # config.yaml as the run was made (its hash is the folder's)
     validate_config(config)
     task, path = find_checkpoint(run, checkpoint)
-    scenario = _read_scenario(run.path / SCENARIO_FILE)
+    scenario = read_scenario(run.path / SCENARIO_FILE)
 
     fabric = _fabric(config, accelerator)
     encoder, encoder_id = build_audio_encoder(config)
@@ -177,7 +179,7 @@ def restore_run(run_dir: str | Path, checkpoint: str | int | None = None, *, acc
                        fabric=fabric, audio_encoder=encoder, audio_encoder_id=encoder_id)
 
 
-def _read_scenario(path: Path) -> Any:
+def read_scenario(path: Path) -> Any:
     from clavs.protocols.scenario import Scenario
 
     try:
