@@ -24,6 +24,7 @@ from clavs.errors import ClavsError, RunDirError
 from clavs.methods import available_methods, get_method_class
 
 FAST = ["model.visual_weights=none", "model.audio_weights=none", "protocol.split=11-6"]
+LAST = "train.keep_checkpoints=last"  # the ATLAS run keeps only its newest checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +105,25 @@ def test_restored_til_run_scores_what_the_run_recorded_with_every_checkpoint(smo
 
 
 def test_restored_cil_atlas_run_scores_what_the_run_recorded(smoke_run):
-    restored = _check_rescored(smoke_run("atlas", "cil"))
+    restored = _check_rescored(smoke_run("atlas", "cil", LAST))
     assert restored.protocol == "cil" and restored.task_id(None) == -1
     with pytest.raises(ClavsError, match="takes no task id"):
         restored.task_id(0)
+
+
+def test_keep_last_checkpoint_leaves_the_newest_only_in_the_same_run_directory(smoke_run, videos, tmp_path, capsys):
+    from clavs.results.store import run_dir_for
+
+    path = smoke_run("atlas", "cil", LAST)
+    assert sorted(p.name for p in (path / "checkpoints").iterdir()) == ["task_2.pt"]
+    config = restore_run(path).config
+    assert config["train"]["keep_checkpoints"] == "last"
+    # which files stay on disk changes nothing computed: the run directory is the one `all` names
+    every = json.loads(json.dumps(config))
+    every["train"]["keep_checkpoints"] = "all"
+    assert run_dir_for(every, "r") == run_dir_for(config, "r")
+    code, text = _clavs(capsys, "predict", path, videos["3s"], "--out", tmp_path, "--checkpoint", "task_0")
+    assert code == 2 and "no checkpoint 'task_0'; there are task_2" in text
 
 
 def test_restore_refuses_run_dirs_it_cannot_use_naming_the_file(smoke_run, tmp_path):
@@ -271,7 +287,7 @@ def test_predict_on_a_short_video_and_on_a_clip_folder_pads_one_window(smoke_run
 
     from clavs.data.audio import write_wav
 
-    run = smoke_run("atlas", "cil")
+    run = smoke_run("atlas", "cil", LAST)
     code, text = _clavs(capsys, "predict", run, videos["3s"], "--out", tmp_path / "video")
     assert code == 0, text
     report = json.loads((tmp_path / "video" / "predictions.json").read_text())

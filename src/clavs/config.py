@@ -233,6 +233,8 @@ def validate_config(config: dict[str, Any]) -> None:
     need(clip is None or (_is_number(clip) and clip > 0), "train.grad_clip", "must be null (no clipping) or a number > 0")
     need(_is_int(get("train.num_workers")) and get("train.num_workers") >= 0, "train.num_workers",
          "must be an integer >= 0")
+    if config["train"].get("keep_checkpoints", "all") not in ("all", "last"):  # absent in runs made before it
+        raise ConfigError(f"train.keep_checkpoints={config['train']['keep_checkpoints']!r} is not one of all, last")
     if get("train.val_matrix") not in ("last", "full"):
         raise ConfigError(f"train.val_matrix={config['train']['val_matrix']!r} is not one of last, full")
     if config["train"]["select_metric"] not in SELECT_METRICS:

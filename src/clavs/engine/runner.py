@@ -284,7 +284,8 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             if fabric.is_global_zero and t is None:  # the initial scores b
                 write_results(run, scenario, st, method)
             elif fabric.is_global_zero:
-                save_checkpoint(run, t, method, st, run_config=run_config)
+                save_checkpoint(run, t, method, st, run_config=run_config,
+                                keep=config["train"].get("keep_checkpoints", "all"))
                 write_results(run, scenario, st, method)
                 last = st.profile["tasks"][-1]
                 ctx.log(f"task {t} done in {last['wall_seconds']:.1f}s; "

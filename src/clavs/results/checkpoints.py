@@ -32,9 +32,12 @@ def _plain(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(config, default=str))
 
 
-def save_checkpoint(run: RunDir, t: int, method: Any, state: Any, *, run_config: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(run: RunDir, t: int, method: Any, state: Any, *, run_config: dict[str, Any] | None = None,
+                    keep: str = "all") -> Path:
     """Write checkpoints/task_<t>.pt. `run_config`: the config the run directory was made for (its
-    config.yaml), recorded with its hash so that a resume can tell the checkpoint's run."""
+    config.yaml), recorded with its hash so that a resume can tell the checkpoint's run. keep="last"
+    (train.keep_checkpoints) then deletes the earlier tasks' files: a resume reads only the newest,
+    which is whole on disk before any other is removed (a kill in between leaves an extra file)."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "task": t,
@@ -46,8 +49,13 @@ def save_checkpoint(run: RunDir, t: int, method: Any, state: Any, *, run_config:
     }
     path = run.checkpoint_path(t)
     atomic_write(path, lambda f: torch.save(payload, f), "wb")
-    # Only the newest checkpoint is needed to continue; the previous ones are kept as the per-task
-    # models a user may want to inspect (small at tiny scale).
+    # Only the newest checkpoint is needed to continue; with keep="all" the previous ones stay as the
+    # per-task models a user may inspect (`clavs predict --checkpoint task_k`).
+    if keep == "last":
+        for old in run.path.glob("checkpoints/task_*.pt"):
+            stem = old.stem.split("_", 1)[1]
+            if stem.isdigit() and int(stem) < t:
+                old.unlink(missing_ok=True)
     return path
 
 

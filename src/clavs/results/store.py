@@ -44,9 +44,10 @@ CHECKPOINT_DIR = "checkpoints"
 # Keys that change where or how a run is shown, not what it computes, are left out of the hash.
 # (engine.threads is also left out: on the CPU it may change the last digits; the CPU presets fix it
 # to 1. train.val_matrix only says how many validation rows are recorded: training and the test
-# matrix are the same either way. Precision, devices and nodes stay in: they change the numbers,
-# e.g. DDP's global batch.)
-_HASH_EXCLUDED = ("runs_dir", "progress", "engine.threads", "engine.accelerator", "train.val_matrix")
+# matrix are the same either way; train.keep_checkpoints only which checkpoint files stay on disk.
+# Precision, devices and nodes stay in: they change the numbers, e.g. DDP's global batch.)
+_HASH_EXCLUDED = ("runs_dir", "progress", "engine.threads", "engine.accelerator", "train.val_matrix",
+                  "train.keep_checkpoints")
 # What `clavs run --resume` may change (--devices, --accelerator, --no-progress; the folder may move).
 RESUME_MAY_CHANGE = _HASH_EXCLUDED + ("engine.devices",)
 _RUN_FOLDER = re.compile(r"^seed-?\d+-([0-9a-f]{8})$")
