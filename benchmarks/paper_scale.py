@@ -212,6 +212,37 @@ def measure_audio(config: dict, args, clock: Clock) -> tuple[float, int]:
     return per, int(encoder.embed_dim)
 
 
+# ---------------------------------------------------------------------------------------- disk
+
+def clip_bytes(image_size: int, audio_dim: int) -> dict[str, int]:
+    """Bytes per clip of each tensor the caches hold (engine/clips.py: ClipStore, the audio entry)."""
+    def size(shape, dtype):
+        return math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+
+    T, S = FRAMES_PER_CLIP, image_size
+    return {"frames": size((T, 3, S, S), torch.uint8), "masks": size((T, 1, S, S), torch.uint8),
+            "waveforms": size((T, 16000), torch.float32), "audio embeddings": size((T, audio_dim), torch.float32)}
+
+
+def print_disk(image_size: int, audio_dim: int, results: list[dict]) -> None:
+    per_clip = clip_bytes(image_size, audio_dim)
+    print(f"caches at {image_size} px (every split; per clip {', '.join(f'{k} {v / 2**10:,.0f} KiB' for k, v in per_clip.items())}):")
+    for name, clips in (("S4", sum(S4_CLIPS.values())), ("MS3", sum(MS3_CLIPS.values()))):
+        decoded = sum(v for k, v in per_clip.items() if k != "audio embeddings") * clips
+        print(f"  {name}: {clips} clips -> decoded clips (clips/*.pt) {decoded / 2**30:.2f} GiB, audio embeddings "
+              f"(audio/*.pt) {per_clip['audio embeddings'] * clips / 2**30:.2f} GiB")
+    s4_tasks = 1 + (23 - S4_SPLIT[0]) // S4_SPLIT[1]
+    per_run = 3 * s4_tasks + TFCL_TASKS
+    runs = TABLE1["methods"] * TABLE1["seeds"]
+    for m in results:
+        ck = m["checkpoint_bytes"]
+        print(f"  checkpoints, {m['name']} ({ck / 2**20:.0f} MiB each, method state excluded): one seed of the four "
+              f"protocols {per_run} files = {per_run * ck / 2**30:.1f} GiB; Table 1 at this size: "
+              f"{runs * per_run * ck / 2**40:.2f} TiB with train.keep_checkpoints=all, "
+              f"{runs * 4 * ck / 2**30:.0f} GiB with last")
+    print()
+
+
 # ---------------------------------------------------------------------------------------- cost
 
 def share(total: int, weights: list[int]) -> list[int]:
@@ -331,6 +362,7 @@ def main() -> int:
           f"evaluation of {args.eval_clips} clip(s) of 5 frames")
     print(f"frozen Cnn14: {audio_second * 1e3:.0f} ms per second of audio (once per clip, cached for every run)")
     print(f"peak memory: the process's {'CUDA max allocated' if on_gpu else 'peak RSS'} after each network\n")
+    print_disk(config["data"]["image_size"], audio_dim, results)
 
     unit = "GPU-hours" if on_gpu else "core-hours"
     per_method = {}
