@@ -124,10 +124,16 @@ class Clock:
     def __init__(self, gpu: bool):
         self.gpu = gpu
         self.wall: dict[str, float] = {}
+        self.flops: dict[str, int] = {}
 
     def timed(self, label: str, fn, repeats: int) -> float:
-        """Mean seconds of `fn()` over `repeats` calls after one untimed warm-up call."""
-        fn()
+        """Mean seconds of `fn()` over `repeats` calls after one untimed warm-up call, whose floating-point
+        operations torch.utils.flop_counter counts (matmuls and convolutions: what dominates here)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        self.flops[label] = counter.get_total_flops()
         self._sync()
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(repeats):
@@ -194,6 +200,10 @@ def measure_method(name: str, config: dict, audio_dim: int, args, work: Path, cl
         "eval_per_frame": clock.timed(f"{name} eval", lambda: trainer.score("test", eval_clips, -1), args.steps)
         / (len(eval_clips) * FRAMES_PER_CLIP),
     }
+    # the same per step / per frame in floating-point operations: what another device's cost scales with
+    result["flops"] = {"s4_step": clock.flops[f"{name} s4"] * preset_batch / batch,
+                       "ms3_step": clock.flops[f"{name} ms3"] * preset_batch / args.ms3_batch,
+                       "eval_per_frame": clock.flops[f"{name} eval"] / (len(eval_clips) * FRAMES_PER_CLIP)}
     run = RunDir(work / f"run-{name}")
     path = save_checkpoint(run.create(), 0, method, LoopState(), run_config=config)
     result["checkpoint_bytes"] = path.stat().st_size
@@ -268,6 +278,7 @@ def s4_run_cost(m: dict, epochs: int, batch: int) -> tuple[float, list[str]]:
     last_val = sum(val) * FRAMES_PER_CLIP
     frames = select + matrix + last_val
     seconds = steps * m["s4_step"] + frames * m["eval_per_frame"]
+    m.setdefault("run_flops", {})["s4"] = steps * m["flops"]["s4_step"] + frames * m["flops"]["eval_per_frame"]
     lines = [f"train clips per task {train}: steps = {epochs} epochs x sum(ceil(n/{batch})) = {steps}",
              f"evaluated frames = selection {epochs} x {sum(val)} val clips x 5 = {select} + test matrix {matrix} "
              f"+ last validation row {last_val} = {frames}",
@@ -289,6 +300,7 @@ def tfcl_run_cost(m: dict, epochs: int, batch: int, anytime_every: int) -> tuple
     last_val = MS3_CLIPS["val"] * FRAMES_PER_CLIP
     frames = anytime + matrix + last_val
     seconds = steps * m["ms3_step"] + frames * m["eval_per_frame"]
+    m.setdefault("run_flops", {})["tfcl"] = steps * m["flops"]["ms3_step"] + frames * m["flops"]["eval_per_frame"]
     lines = [f"train clips per task ~{MS3_CLIPS['train'] / T:.1f}: steps = {epochs} epochs x sum(ceil(n/{batch})) = {steps}",
              f"evaluated frames = anytime (every {anytime_every} steps, seen test clips) {anytime} + test matrix "
              f"{matrix} + last validation row {last_val} = {frames}",
@@ -360,6 +372,10 @@ def main() -> int:
     print(f"measured: S4 step at {args.batch} clips ({results[0]['s4_frames']} labelled frames) x {batch}/{args.batch}; "
           f"MS3 step at {args.ms3_batch} clip(s) ({results[0]['ms3_frames']} frames) x {batch}/{args.ms3_batch}; "
           f"evaluation of {args.eval_clips} clip(s) of 5 frames")
+    for m in results:
+        f = m["flops"]
+        print(f"{m['name']}: {f['s4_step'] / 1e12:.2f} TFLOP per S4 step, {f['ms3_step'] / 1e12:.2f} per MS3 step, "
+              f"{f['eval_per_frame'] / 1e9:.0f} GFLOP per evaluated frame (torch.utils.flop_counter)")
     print(f"frozen Cnn14: {audio_second * 1e3:.0f} ms per second of audio (once per clip, cached for every run)")
     print(f"peak memory: the process's {'CUDA max allocated' if on_gpu else 'peak RSS'} after each network\n")
     print_disk(config["data"]["image_size"], audio_dim, results)
@@ -376,7 +392,10 @@ def main() -> int:
             print(f"  MS3 (TF-CL):             {line}")
         per_method[m["name"]] = 3 * s4 + tf
         print(f"  the four protocols: 3 x {s4 / 3600:.1f} h + {tf / 3600:.1f} h = {per_method[m['name']] / 3600:.1f} "
-              f"{unit} on {device}\n")
+              f"{unit} on {device}")
+        m["four_flops"] = 3 * m["run_flops"]["s4"] + m["run_flops"]["tfcl"]
+        print(f"  in operations: 3 x {m['run_flops']['s4'] / 1e15:.0f} + {m['run_flops']['tfcl'] / 1e15:.0f} = "
+              f"{m['four_flops'] / 1e15:.0f} PFLOP\n")
 
     clips_seconds = (sum(S4_CLIPS.values()) + sum(MS3_CLIPS.values())) * FRAMES_PER_CLIP
     once = clips_seconds * audio_second
@@ -384,15 +403,21 @@ def main() -> int:
     low, high = sorted(per_method.values())
     print(f"Table 1 = {TABLE1['methods']} methods x {len(TABLE1['protocols'])} protocols x {TABLE1['seeds']} seeds "
           f"= {runs * len(TABLE1['protocols'])} runs:")
-    print(f"  every method at ATLAS's cost:  {runs} x {per_method['atlas'] / 3600:.1f} h = "
+    print("  each method costs what the network it trains costs: the plain network trained whole (Finetune, LwF, EWC,\n"
+          "  SI, MAS and the other family-(1) methods) or ATLAS's (LoRA on a frozen ViT); a method's own extra work\n"
+          "  (a teacher's forward, a Fisher pass) is not counted, so the range below is a lower bound for those")
+    print(f"  every method at ATLAS's cost:  {runs} (methods x seeds) x {per_method['atlas'] / 3600:.1f} h = "
           f"{runs * per_method['atlas'] / 3600:,.0f} {unit}")
-    print(f"  every method at Finetune's:    {runs} x {per_method['finetune'] / 3600:.1f} h = "
+    print(f"  every method at Finetune's:    {runs} (methods x seeds) x {per_method['finetune'] / 3600:.1f} h = "
           f"{runs * per_method['finetune'] / 3600:,.0f} {unit}")
     print(f"  + audio embedding once: {clips_seconds} s of audio x {audio_second * 1e3:.1f} ms = {once / 60:.1f} min")
     print(f"  -> between {(runs * low + once) / 3600:,.0f} and {(runs * high + once) / 3600:,.0f} {unit} on {device}")
     if not on_gpu:
         print(f"     ({os.cpu_count()} cores: at best {(runs * low + once) / 3600 / os.cpu_count():,.0f} hours of this "
               f"machine, every core busy)")
+    flops = sorted(m["four_flops"] * runs for m in results)
+    print(f"  in operations: between {flops[0] / 1e18:.2f} and {flops[1] / 1e18:.2f} EFLOP (device-independent: divide "
+          f"by a device's sustained FLOP/s for its time)")
     return 0
 
 
