@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -42,6 +41,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from first_run import cpu_name  # benchmarks/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,16 +53,6 @@ FRAMES_PER_CLIP = 5
 S4_SPLIT = (11, 2)  # the paper's CIL/TIL/DIL split 11-2: 7 tasks
 TFCL_TASKS = 50  # the paper's task-free stream
 TABLE1 = {"methods": 20, "protocols": ("til", "cil", "dil", "tfcl"), "seeds": 5}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -264,29 +255,40 @@ def share(total: int, weights: list[int]) -> list[int]:
     return out
 
 
-def s4_run_cost(m: dict, epochs: int, batch: int) -> tuple[float, list[str]]:
+def matrix_frames(test: list[int]) -> int:
+    """Test frames the accuracy matrix scores: every task before training (b), then after task t the
+    tasks 0..t+1 (Scenario.tasks_to_evaluate)."""
+    T = len(test)
+    return (sum(test) + sum(sum(test[: min(t + 2, T)]) for t in range(T))) * FRAMES_PER_CLIP
+
+
+def priced(m: dict, step: str, steps: int, frames: int) -> tuple[float, float, str]:
+    """Seconds and operations of `steps` training steps of kind `step` and `frames` evaluated frames."""
+    seconds = steps * m[step] + frames * m["eval_per_frame"]
+    flops = steps * m["flops"][step] + frames * m["flops"]["eval_per_frame"]
+    return seconds, flops, (f"run = {steps} x {m[step]:.2f} s + {frames} x {m['eval_per_frame']:.3f} s "
+                            f"= {seconds / 3600:.1f} h")
+
+
+def s4_run_cost(m: dict, epochs: int, batch: int) -> tuple[float, float, list[str]]:
     """TIL / CIL / DIL on S4 11-2 (the same 7 tasks, the same clips): training steps, per-epoch model
     selection on the task's validation clips, the test matrix (initial row; after task t: tasks 0..t+1),
     the validation matrix's last row (train.val_matrix=last)."""
     base, inc = S4_SPLIT
     weights = [base] + [inc] * ((23 - base) // inc)
     train, val, test = (share(S4_CLIPS[s], weights) for s in ("train", "val", "test"))
-    T = len(weights)
     steps = epochs * sum(math.ceil(n / batch) for n in train)
     select = epochs * sum(val) * FRAMES_PER_CLIP
-    matrix = (sum(test) + sum(sum(test[: min(t + 2, T)]) for t in range(T))) * FRAMES_PER_CLIP
+    matrix = matrix_frames(test)
     last_val = sum(val) * FRAMES_PER_CLIP
     frames = select + matrix + last_val
-    seconds = steps * m["s4_step"] + frames * m["eval_per_frame"]
-    m.setdefault("run_flops", {})["s4"] = steps * m["flops"]["s4_step"] + frames * m["flops"]["eval_per_frame"]
-    lines = [f"train clips per task {train}: steps = {epochs} epochs x sum(ceil(n/{batch})) = {steps}",
-             f"evaluated frames = selection {epochs} x {sum(val)} val clips x 5 = {select} + test matrix {matrix} "
-             f"+ last validation row {last_val} = {frames}",
-             f"run = {steps} x {m['s4_step']:.2f} s + {frames} x {m['eval_per_frame']:.3f} s = {seconds / 3600:.1f} h"]
-    return seconds, lines
+    seconds, flops, run = priced(m, "s4_step", steps, frames)
+    return seconds, flops, [f"train clips per task {train}: steps = {epochs} epochs x sum(ceil(n/{batch})) = {steps}",
+                            f"evaluated frames = selection {epochs} x {sum(val)} val clips x 5 = {select} + test matrix "
+                            f"{matrix} + last validation row {last_val} = {frames}", run]
 
 
-def tfcl_run_cost(m: dict, epochs: int, batch: int, anytime_every: int) -> tuple[float, list[str]]:
+def tfcl_run_cost(m: dict, epochs: int, batch: int, anytime_every: int) -> tuple[float, float, list[str]]:
     """TF-CL on MS3, 50 hidden tasks: training steps (all 5 frames labelled), anytime evaluation of the
     seen tasks' test clips every `anytime_every` steps, the test matrix, the validation matrix's last row."""
     train, test = share(MS3_CLIPS["train"], [1] * TFCL_TASKS), share(MS3_CLIPS["test"], [1] * TFCL_TASKS)
@@ -295,17 +297,14 @@ def tfcl_run_cost(m: dict, epochs: int, batch: int, anytime_every: int) -> tuple
     task_of_step = [t for t, n in enumerate(per_task) for _ in range(n)]
     anytime = sum(sum(test[: task_of_step[s - 1] + 1]) for s in range(anytime_every, steps + 1, anytime_every))
     anytime *= FRAMES_PER_CLIP
-    T = TFCL_TASKS
-    matrix = (sum(test) + sum(sum(test[: min(t + 2, T)]) for t in range(T))) * FRAMES_PER_CLIP
+    matrix = matrix_frames(test)
     last_val = MS3_CLIPS["val"] * FRAMES_PER_CLIP
     frames = anytime + matrix + last_val
-    seconds = steps * m["ms3_step"] + frames * m["eval_per_frame"]
-    m.setdefault("run_flops", {})["tfcl"] = steps * m["flops"]["ms3_step"] + frames * m["flops"]["eval_per_frame"]
-    lines = [f"train clips per task ~{MS3_CLIPS['train'] / T:.1f}: steps = {epochs} epochs x sum(ceil(n/{batch})) = {steps}",
-             f"evaluated frames = anytime (every {anytime_every} steps, seen test clips) {anytime} + test matrix "
-             f"{matrix} + last validation row {last_val} = {frames}",
-             f"run = {steps} x {m['ms3_step']:.2f} s + {frames} x {m['eval_per_frame']:.3f} s = {seconds / 3600:.1f} h"]
-    return seconds, lines
+    seconds, flops, run = priced(m, "ms3_step", steps, frames)
+    return seconds, flops, [f"train clips per task ~{MS3_CLIPS['train'] / TFCL_TASKS:.1f}: steps = {epochs} epochs x "
+                            f"sum(ceil(n/{batch})) = {steps}",
+                            f"evaluated frames = anytime (every {anytime_every} steps, seen test clips) {anytime} + "
+                            f"test matrix {matrix} + last validation row {last_val} = {frames}", run]
 
 
 def main() -> int:
@@ -384,18 +383,17 @@ def main() -> int:
     per_method = {}
     for m in results:
         print(f"one run, {m['name']} ({m['network']} network):")
-        s4, lines = s4_run_cost(m, epochs, batch)
+        s4, s4_flops, lines = s4_run_cost(m, epochs, batch)
         for line in lines:
             print(f"  S4 (TIL, CIL, DIL each): {line}")
-        tf, lines = tfcl_run_cost(m, epochs, batch, config["protocol"]["anytime_every"])
+        tf, tf_flops, lines = tfcl_run_cost(m, epochs, batch, config["protocol"]["anytime_every"])
         for line in lines:
             print(f"  MS3 (TF-CL):             {line}")
         per_method[m["name"]] = 3 * s4 + tf
         print(f"  the four protocols: 3 x {s4 / 3600:.1f} h + {tf / 3600:.1f} h = {per_method[m['name']] / 3600:.1f} "
               f"{unit} on {device}")
-        m["four_flops"] = 3 * m["run_flops"]["s4"] + m["run_flops"]["tfcl"]
-        print(f"  in operations: 3 x {m['run_flops']['s4'] / 1e15:.0f} + {m['run_flops']['tfcl'] / 1e15:.0f} = "
-              f"{m['four_flops'] / 1e15:.0f} PFLOP\n")
+        m["four_flops"] = 3 * s4_flops + tf_flops
+        print(f"  in operations: 3 x {s4_flops / 1e15:.0f} + {tf_flops / 1e15:.0f} = {m['four_flops'] / 1e15:.0f} PFLOP\n")
 
     clips_seconds = (sum(S4_CLIPS.values()) + sum(MS3_CLIPS.values())) * FRAMES_PER_CLIP
     once = clips_seconds * audio_second
