@@ -124,6 +124,10 @@ def test_keep_last_checkpoint_leaves_the_newest_only_in_the_same_run_directory(s
     assert run_dir_for(every, "r") == run_dir_for(config, "r")
     code, text = _clavs(capsys, "predict", path, videos["3s"], "--out", tmp_path, "--checkpoint", "task_0")
     assert code == 2 and "no checkpoint 'task_0'; there are task_2" in text
+    from clavs.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.keep_checkpoints='some' is not one of all, last"):
+        resolve_config(preset="smoke", overrides=["train.keep_checkpoints=some"])
 
 
 def test_restore_refuses_run_dirs_it_cannot_use_naming_the_file(smoke_run, tmp_path):

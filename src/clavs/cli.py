@@ -266,8 +266,8 @@ EPILOG_PREDICT = """examples:
 INPUT is a video file with sound (any length, any format FFmpeg reads) or an AVSBench-style clip folder
 (frames <name>_1.png, <name>_2.png, ... one per second, and audio.wav). Sampling as AVSBench: one frame
 per second (the frame on screen at 15/16 of the second) and each second's audio at 16 kHz; windows of
-five seconds, the last one the final five seconds. Writes masks/<second>.png at the video's
-resolution, overlay.mp4 (with the input's sound), overlay.gif and predictions.json (the windows, and
+five seconds, the last one the final five seconds. Writes masks/0000.png, 0001.png, ... (one per
+second, 0/255, at the video's resolution), overlay.mp4 (with the input's sound), overlay.gif and predictions.json (the windows, and
 class probabilities where the run has a class head).
 """
 

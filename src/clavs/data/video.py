@@ -192,7 +192,7 @@ def read_video(path: Path, image_size: int) -> SampledInput:
         container.close()
     duration = picker.end
     seconds = int(math.floor(duration + _EPS))
-    if seconds < 1 or not picker.frames and picker._last is None:
+    if seconds < 1:
         raise VideoInputError(f"{path}: its video lasts {duration:.2f} s; clavs predict needs at least one second "
                               f"(one frame and one second of sound per prediction)")
     picker.finish(seconds)
