@@ -53,6 +53,9 @@ FRAMES_PER_CLIP = 5
 S4_SPLIT = (11, 2)  # the paper's CIL/TIL/DIL split 11-2: 7 tasks
 TFCL_TASKS = 50  # the paper's task-free stream
 TABLE1 = {"methods": 20, "protocols": ("til", "cil", "dil", "tfcl"), "seeds": 5}
+# The networks measured: ATLAS's (LoRA on a frozen ViT) and the plain one family (1) trains whole. A
+# method with a network of its own is measured by adding its name here.
+MEASURED = ("atlas", "finetune")
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -317,8 +320,8 @@ def main() -> int:
     p.add_argument("--eval-clips", type=int, help="clips of the timed evaluation (default: 16 on a GPU, 1 on a CPU)")
     p.add_argument("--accelerator", default="cpu", help="cpu | gpu | auto")
     p.add_argument("--precision", default=None,
-                   help="default: the preset's (bf16-mixed) on a GPU, 32-true on a CPU (CPUs without bf16 units run "
-                        "bf16 autocast slower than fp32)")
+                   help="default: the preset's (bf16-mixed) on a GPU, 32-true on a CPU (a CPU without bf16 "
+                        "instructions runs bf16 autocast several times slower than fp32; docs/scaling.md)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -353,7 +356,7 @@ def main() -> int:
         print(f"paper preset: {config['model']['visual']} (ViT-B/16) at {config['data']['image_size']} px, Cnn14 "
               f"{config['model']['audio_sample_rate']} Hz ({audio_dim}-d), batch {config['train']['batch_size']} clips, "
               f"{config['train']['epochs']} epochs, precision {config['engine']['precision']}\n")
-        results = [measure_method(name, config, audio_dim, args, work, clock) for name in ("atlas", "finetune")]
+        results = [measure_method(name, config, audio_dim, args, work, clock) for name in MEASURED]
     batch, epochs = preset_batch, config["train"]["epochs"]
 
     what = "wall seconds" if on_gpu else "CPU seconds of the process (wall seconds in brackets)"
@@ -398,23 +401,22 @@ def main() -> int:
     clips_seconds = (sum(S4_CLIPS.values()) + sum(MS3_CLIPS.values())) * FRAMES_PER_CLIP
     once = clips_seconds * audio_second
     runs = TABLE1["methods"] * TABLE1["seeds"]
-    low, high = sorted(per_method.values())
+    low, high = min(per_method.values()), max(per_method.values())
     print(f"Table 1 = {TABLE1['methods']} methods x {len(TABLE1['protocols'])} protocols x {TABLE1['seeds']} seeds "
           f"= {runs * len(TABLE1['protocols'])} runs:")
     print("  each method costs what the network it trains costs: the plain network trained whole (Finetune, LwF, EWC,\n"
           "  SI, MAS and the other family-(1) methods) or ATLAS's (LoRA on a frozen ViT); a method's own extra work\n"
           "  (a teacher's forward, a Fisher pass) is not counted, so the range below is a lower bound for those")
-    print(f"  every method at ATLAS's cost:  {runs} (methods x seeds) x {per_method['atlas'] / 3600:.1f} h = "
-          f"{runs * per_method['atlas'] / 3600:,.0f} {unit}")
-    print(f"  every method at Finetune's:    {runs} (methods x seeds) x {per_method['finetune'] / 3600:.1f} h = "
-          f"{runs * per_method['finetune'] / 3600:,.0f} {unit}")
+    for name, cost in per_method.items():
+        print(f"  every method at {name}'s cost: {runs} (methods x seeds) x {cost / 3600:.1f} h = "
+              f"{runs * cost / 3600:,.0f} {unit}")
     print(f"  + audio embedding once: {clips_seconds} s of audio x {audio_second * 1e3:.1f} ms = {once / 60:.1f} min")
     print(f"  -> between {(runs * low + once) / 3600:,.0f} and {(runs * high + once) / 3600:,.0f} {unit} on {device}")
     if not on_gpu:
         print(f"     ({os.cpu_count()} cores: at best {(runs * low + once) / 3600 / os.cpu_count():,.0f} hours of this "
               f"machine, every core busy)")
-    flops = sorted(m["four_flops"] * runs for m in results)
-    print(f"  in operations: between {flops[0] / 1e18:.2f} and {flops[1] / 1e18:.2f} EFLOP (device-independent: divide "
+    flops = [m["four_flops"] * runs for m in results]
+    print(f"  in operations: between {min(flops) / 1e18:.2f} and {max(flops) / 1e18:.2f} EFLOP (device-independent: divide "
           f"by a device's sustained FLOP/s for its time)")
     return 0
 
