@@ -241,15 +241,28 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from clavs.methods import available_methods, get_method_class
+    from rich.console import Console
+    from rich.table import Table
 
+    from clavs.methods import available_methods, get_method_class
     from clavs.methods.base import FAMILIES
 
+    table = Table(title="methods (clavs run --method NAME)")
+    for col in ("method", "family", "stores data", "protocols", "what it is"):
+        table.add_column(col)
+    declined_notes = []
     for name in available_methods():
         cls = get_method_class(name)
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        marks = f"{FAMILIES[cls.family]}{', exemplars' if cls.uses_exemplars else ''}"
-        print(f"{name:10s} {doc}  [{marks}]")
+        doc = " ".join((cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").split())
+        doc = doc.split(". ")[0].rstrip(".")  # the first sentence
+        runs = [p for p in cls.protocols if p not in cls.declined]
+        declined_notes += [f"{name} declines {p}: {why}" for p, why in cls.declined.items()]
+        stores = "yes (exemplars)" if cls.uses_exemplars else "no"
+        table.add_row(name, FAMILIES[cls.family], stores, ",".join(runs), doc)
+    console = Console(width=max(150, Console().width))
+    console.print(table)
+    for note in declined_notes:
+        console.print(note)
     return 0
 
 

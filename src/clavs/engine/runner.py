@@ -236,9 +236,7 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             # Rank 0 builds every cache first (SynthAVS, pretrained encoders, decoded clips, audio
             # embeddings); the other ranks then read them.
             method_cls = get_method_class(config["method"]["name"])
-            if config["protocol"]["name"] not in method_cls.protocols:
-                raise ValueError(f"method '{method_cls.name}' does not support protocol '{config['protocol']['name']}' "
-                                 f"(supports {', '.join(method_cls.protocols)})")
+            method_cls.check_protocol(config["protocol"]["name"])
             phases = _Phases()
             root = phases.timed("dataset", dataset_root, config, progress=show)
             phases.timed("pretrained_weights", ensure_weights, config)
