@@ -198,14 +198,39 @@ def _report_damaged(damaged: list[tuple[Path, str]]) -> None:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    _check_runs_dir(args.runs_dir)
+    damaged: list[tuple[Path, str]] = []
+    if args.layout == "runs":
+        return _table_runs_layout(args, damaged)
+    from rich.console import Console
+
+    from clavs.reports.benchmark_table import build_benchmark_table
+
+    table = build_benchmark_table(args.runs_dir, metric=args.metric, split=args.split, damaged=damaged)
+    _report_damaged(damaged)
+    if table.empty:
+        print(f"no finished runs with metric '{args.metric}' ({args.split}) under {args.runs_dir}", file=sys.stderr)
+        return 1
+    if args.format == "rich":
+        console = Console(width=max(160, Console().width))
+        for t in table.rich_tables():
+            console.print(t)
+    else:
+        sys.stdout.write(table.render(args.format))
+    return 0
+
+
+def _table_runs_layout(args: argparse.Namespace, damaged: list[tuple[Path, str]]) -> int:
+    """One row per config (experiment, protocol, method and the differing values) with every summary value."""
     from rich.console import Console
     from rich.table import Table
 
+    from clavs.errors import ClavsError
     from clavs.metrics.names import ANYTIME_KEY, METRIC_TITLES, SUMMARY_KEYS
     from clavs.results.aggregate import aggregate
 
-    _check_runs_dir(args.runs_dir)
-    damaged: list[tuple[Path, str]] = []
+    if args.format not in ("rich", "md"):
+        raise ClavsError(f"--layout runs prints rich or md, not {args.format} (the benchmark layout has every format)")
     rows = aggregate(args.runs_dir, args.metric, split=args.split, damaged=damaged)
     _report_damaged(damaged)
     if not rows:
@@ -292,13 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="also write the accuracy matrix as a heatmap")
     p = sub.add_parser("runs", help="list the run directories under a folder")
     p.add_argument("runs_dir", nargs="?", default="runs")
-    p = sub.add_parser("table", help="summary of finished runs, mean ± std over seeds; one row per config "
-                                     "(runs differing in more than the seed are separate rows)")
+    p = sub.add_parser("table", help="the paper's tables of finished runs: mean ± std over seeds",
+                       description="Layout benchmark (default): the paper's Table 1 (methods x protocols, Avg "
+                                   "<metric> = AA and Avg For = Forgetting, mean ± std over seeds, family and a † "
+                                   "for exemplar methods, best per column in bold, — where no run finished) and, "
+                                   "when runs of a method differ by boolean hyperparameters, the Table 2 ablation "
+                                   "layout. Layout runs: one row per config with every summary value (LA, AA, "
+                                   "A_inc, Forgetting, BWT, FWT); runs differing in more than the seed are "
+                                   "separate rows.")
     p.add_argument("runs_dir", nargs="?", default="runs")
     p.add_argument("--metric", default="map", help="metric (default map)")
     p.add_argument("--split", choices=["test", "val"], default="test",
                    help="test clips (reported numbers) or validation clips (what choices are made on)")
-    p.add_argument("--format", choices=["rich", "md"], default="rich", help="a terminal table or Markdown")
+    p.add_argument("--format", choices=["rich", "md", "latex", "csv", "html"], default="rich",
+                   help="rich: a terminal table; md: Markdown; latex: a tabular body (\\input it in a table); "
+                        "csv: unrounded numbers, a *_best column per value, empty where missing; html: a <table>")
+    p.add_argument("--layout", choices=["benchmark", "runs"], default="benchmark",
+                   help="benchmark: Table 1 (+ Table 2 for ablations); runs: every summary value per config "
+                        "(rich or md)")
     sub.add_parser("methods", help="list the available methods")
     p = sub.add_parser("pretrain", help="pretrain the tiny encoders on synthetic classes disjoint from the 23 "
                                         "(cached under $CLAVS_HOME or $XDG_CACHE_HOME/clavs; on x86-64 the "
