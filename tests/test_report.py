@@ -99,6 +99,20 @@ def test_page_loads_every_image_in_headless_chromium_and_the_screenshot_is_not_b
     assert pixels.std() > 20 and (pixels < 200).mean() > 0.03, "the screenshot is (nearly) blank"
 
 
+def test_page_status_counts_an_image_that_does_not_decode(built_report, tmp_path):
+    from clavs.reports.browser import find_chromium, page_status
+    from clavs.reports.html import Page, Section
+
+    if find_chromium() is None:
+        pytest.skip("no Chromium on this machine (Debian package `chromium`; .ci/run installs it)")
+    good = base64.b64encode(built_report.figures["fig4"].png).decode()
+    page = Page("broken", "", [Section("s", "S", f'<img src="data:image/png;base64,{good}">'
+                                                 '<img src="data:image/png;base64,AAAAbm90IGEgcG5n">')])
+    (tmp_path / "index.html").write_text(page.render())
+    status = page_status(tmp_path / "index.html")
+    assert (status.images, status.loaded, status.ok) == (2, 1, False)
+
+
 # ================================================================== the values behind the figures
 
 

@@ -58,7 +58,7 @@ class PageStatus:
 
     @property
     def ok(self) -> bool:
-        return self.images > 0 and self.loaded == self.images
+        return self.loaded == self.images
 
 
 def page_status(index: str | os.PathLike, *, timeout: float = 120.0) -> PageStatus:
