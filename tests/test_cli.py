@@ -128,11 +128,13 @@ def test_table_validation_split_markdown_and_exemplar_mark(capsys, tmp_path):
                               split=split)
         run.write_profile({"method": {"name": "replayer", "family": "replay", "uses_exemplars": True}})
         run.mark_done()
-    assert main(["table", str(tmp_path), "--split", "val", "--format", "md"]) == 0
+    assert main(["table", str(tmp_path), "--split", "val", "--format", "md", "--layout", "runs"]) == 0
     out = capsys.readouterr().out
     assert "| x | cil | replayer | E | 0,1 | 42.00 ± 2.83 |" in out  # the two seeds of one config: one row
-    assert main(["table", str(tmp_path), "--format", "md"]) == 0
+    assert main(["table", str(tmp_path), "--format", "md", "--layout", "runs"]) == 0
     assert "52.00 ± 2.83" in capsys.readouterr().out
+    assert main(["table", str(tmp_path), "--format", "csv", "--layout", "runs"]) == 2
+    assert "--layout runs prints rich or md" in capsys.readouterr().err
 
 
 def test_methods_lists_families(capsys):
