@@ -329,14 +329,16 @@ def restrict_to_tasks(class_logits: torch.Tensor, batch: Batch, scenario: "Scena
     return class_logits.masked_fill(~allowed, float("-inf"))
 
 
-def classification_loss(batch: Batch, out: ModelOutput, scenario: "Scenario") -> torch.Tensor | None:
-    """Cross-entropy on the clip's class over the classes seen so far (TIL: over its task's classes)."""
+def classification_loss(batch: Batch, out: ModelOutput, scenario: "Scenario", *,
+                        own_task_only: bool = False) -> torch.Tensor | None:
+    """Cross-entropy on the clip's class over the classes seen so far (TIL, or `own_task_only` as
+    L2P's train_mask: over the classes of the clip's task)."""
     logits = out.class_logits
     if logits is None or not scenario.has_class_head:
         return None
     target = batch.class_index  # [B], model class index; -1 = unknown
     logits = clip_class_logits(logits, batch.size)
-    if scenario.protocol == "til":
+    if scenario.protocol == "til" or own_task_only:
         logits = restrict_to_tasks(logits, batch, scenario)
     keep = target >= 0
     if not bool(keep.any()):
