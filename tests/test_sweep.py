@@ -204,7 +204,7 @@ def test_a_failing_process_is_reported_with_its_error_line(tmp_path):
     result = run_job(job)
     assert result.status == "failed" and result.returncode == 2
     assert result.reason.startswith("error: unknown config key 'train.nope'")
-    assert "clavs sweep: " in result.log.read_text() and result.log == tmp_path / "bad" / "sweep.log"
+    assert "clavs sweep job: " in result.log.read_text() and result.log == tmp_path / "bad" / "sweep.log"
 
 
 def _fake_finished(job: Job, val_aa: float, test_aa: float) -> None:

@@ -51,7 +51,7 @@ def test_submitit_local_sweep_finishes_the_others_and_names_the_failure(clavs_ho
     out = capsys.readouterr().out
     assert code == 1
     assert "sweep: 1 done, 1 failed, 0 skipped (already done)" in out
-    failed = re.search(r"failed: (.*?)log:(\S+)", "".join(out.split()))  # rich wraps long paths
+    failed = re.search(r"failed: (.*)\n\s+log: (\S+)", out)
     assert "data.root=/nonexistent/avsbench" in failed.group(1)
     assert "error: data.root=/nonexistent/avsbench: no Single-source/" in open(failed.group(2)).read()
     finished = [r for r in list_runs(runs) if r.done]

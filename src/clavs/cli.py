@@ -18,6 +18,7 @@ EPILOG_RUN = """examples:
   clavs run --data-root /data/avsbench --preset paper model.visual_weights=/w/vit_b16.pth \\
             model.audio_weights=/w/Cnn14_16k_mAP=0.438.pth
   clavs run --resume runs/default/cil/atlas/seed0-1a2b3c4d
+  clavs run --config selected/atlas.cil.yaml  config values from a file (what `clavs select` writes)
 """
 
 
@@ -394,7 +395,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{job_status(job):10s} {job.label}\n           {job.run_dir}")
         print(f"{len(jobs)} jobs")
         return 0
-    report = run_sweep(jobs, _launcher(args), console, progress=not args.no_progress)
+    try:
+        report = run_sweep(jobs, _launcher(args), console, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; relaunch the same sweep to run the rest (unfinished runs "
+              "resume from their last task checkpoint)", file=sys.stderr)
+        return 130
     if args.select:
         _select(jobs, args.metric, args.select, console)
     return 1 if report.failed else 0

@@ -9,7 +9,6 @@ import math
 import os
 import re
 from importlib import resources
-from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
@@ -17,6 +16,7 @@ import yaml
 from clavs.errors import ClavsError
 from clavs.metrics.names import MATRIX_METRICS
 from clavs.protocols.scenario import PROTOCOLS
+from clavs.utils.io import read_yaml_mapping
 
 PRESETS = ("smoke", "default", "paper")
 _DECIMAL_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -101,18 +101,8 @@ def _unknown_key_message(config: dict[str, Any], key: str) -> str:
 def load_config_file(path: str | os.PathLike) -> list[tuple[str, Any]]:
     """The values of a config file (`clavs run --config FILE`; what `clavs select` writes) as dotted
     (key, value) pairs: a YAML mapping holding any part of the config, e.g. `method: {name: atlas, lra_lambda: 5.0}`."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--config {path}: cannot read ({e})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--config {path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: must hold a mapping of config values (e.g. method: {{name: atlas}}), "
-                          f"not a {type(data).__name__}")
+    data = read_yaml_mapping(path, ConfigError, where=f"--config {path}",
+                             expected="a mapping of config values (e.g. method: {name: atlas})")
     return list(flatten(data).items())
 
 

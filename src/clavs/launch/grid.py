@@ -22,11 +22,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from clavs.config import PRESETS, ConfigError, flatten, parse_override
 from clavs.protocols.scenario import PROTOCOLS
 from clavs.results.store import run_dir_for
+from clavs.utils.io import parse_yaml_mapping, read_yaml_mapping
 
 BLOCK_KEYS = ("methods", "protocols", "seeds", "split", "preset", "set", "grid", "points")
 FILE_KEYS = ("description", "runs") + BLOCK_KEYS
@@ -149,19 +148,16 @@ def load_grid(name_or_path: str) -> tuple[list[Block], str]:
     """The blocks of a grid file (a path, or the name of a grid shipped in configs/experiments/) and
     its description."""
     path = Path(name_or_path)
+    expected = "a mapping (methods, protocols, seeds, set, grid, points, runs)"
     if path.is_file():
-        text, where = path.read_text(), str(path)
+        where = str(path)
+        data = read_yaml_mapping(path, ConfigError, expected=expected)
     elif name_or_path in shipped_grids():
-        text = resources.files("clavs.configs").joinpath("experiments").joinpath(f"{name_or_path}.yaml").read_text()
         where = f"configs/experiments/{name_or_path}.yaml"
+        text = resources.files("clavs.configs").joinpath("experiments").joinpath(f"{name_or_path}.yaml").read_text()
+        data = parse_yaml_mapping(text, where, ConfigError, expected=expected)
     else:
         raise ConfigError(f"--grid {name_or_path}: no such file, and not a shipped grid ({', '.join(shipped_grids())})")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: a grid file holds a mapping (methods, protocols, seeds, set, grid, points, runs)")
     _check_keys(data, FILE_KEYS, where)
     top = {k: v for k, v in data.items() if k not in ("runs", "description")}
     runs = data.get("runs") or [{}]

@@ -19,6 +19,9 @@ from clavs.launch.grid import Job
 from clavs.results.store import RunDir
 
 
+ATTEMPT_MARK = "clavs sweep job"  # heads each attempt's output in sweep.log
+
+
 @dataclass(frozen=True)
 class JobResult:
     job: Job
@@ -45,7 +48,7 @@ def run_job(job: Job, gpu: str | None = None) -> JobResult:
         with open(log, "a") as out:
             stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
             gpu_note = f" (CUDA_VISIBLE_DEVICES={gpu})" if gpu is not None else ""
-            out.write(f"[{stamp}] clavs sweep{gpu_note}: {' '.join(command(job))}\n")
+            out.write(f"[{stamp}] {ATTEMPT_MARK}{gpu_note}: {' '.join(command(job))}\n")
             out.flush()
             code = subprocess.run(command(job), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   env=env, cwd=job.cwd).returncode
@@ -59,18 +62,22 @@ def run_job(job: Job, gpu: str | None = None) -> JobResult:
     if code == 0:
         reason = f"exited 0 but {job.run_dir} has no DONE marker"
     elif code < 0:  # e.g. the kernel's OOM killer
-        reason = f"killed by signal {-code}; last line: {_last_line(log)}"
+        reason = f"killed by signal {-code}; last line: {_error_line(log)}"
     else:
-        reason = _last_line(log)
+        reason = _error_line(log)
     return JobResult(job, "failed", code, seconds, log, reason)
 
 
-def _last_line(path: Path, limit: int = 300) -> str:
+def _error_line(path: Path, limit: int = 300) -> str:
+    """The `error: ...` line (the CLI's one-line message) of the job's latest attempt, else its last line."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
             lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    text = lines[-1] if lines else ""
+    starts = [i for i, ln in enumerate(lines) if ATTEMPT_MARK in ln]
+    lines = lines[starts[-1] + 1:] if starts else lines
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    text = errors[-1] if errors else lines[-1] if lines else ""
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.markup import escape
+
 from clavs.launch.grid import Job
 from clavs.launch.jobs import JobResult
 from clavs.results.store import RunDir
@@ -66,10 +68,11 @@ def run_sweep(jobs: list[Job], launcher: Any, console: Any, *, progress: bool = 
             running.discard(result.job.label)
             report.results.append(result)
             if result.status == "done":
-                console.print(f"[green]done[/green]   {result.job.label} ({result.seconds:.0f} s)")
+                console.print(f"[green]done[/green]   {escape(result.job.label)} ({result.seconds:.0f} s)",
+                              soft_wrap=True)
             else:
-                console.print(f"[red]FAILED[/red] {result.job.label}: {result.reason or 'see the log'}; "
-                              f"log: {result.log}")
+                console.print(f"[red]FAILED[/red] {escape(result.job.label)}: {escape(result.reason or 'see the log')}; "
+                              f"log: {escape(str(result.log))}", soft_wrap=True, highlight=False)
             if bar is not None:
                 bar.update(task, advance=1, description=describe())
 
@@ -81,7 +84,7 @@ def run_sweep(jobs: list[Job], launcher: Any, console: Any, *, progress: bool = 
         launcher.launch(todo, started, finished)
     console.print(f"{report.summary()} in {time.perf_counter() - started_at:.0f} s")
     for r in report.failed:
-        console.print(f"  failed: {r.job.label}\n    log: {r.log}")
+        console.print(f"  failed: {r.job.label}\n    log: {r.log}", soft_wrap=True, markup=False)
     return report
 
 
