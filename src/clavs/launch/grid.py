@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -249,14 +249,22 @@ def expand(blocks: list[Block], options: RunOptions) -> tuple[list[Job], list[st
                     for seed in block.seeds:
                         argv = _argv(block, options, cls.name, protocol, seed, point)
                         config = run_config(parse_run_argv(argv))
-                        run_dir = run_dir_for(config, config["runs_dir"])
-                        label = " ".join([cls.name, protocol, f"seed{seed}", *(f"{k}={v}" for k, v in point)])
-                        jobs.setdefault(run_dir, Job(label=label, method=cls.name, protocol=protocol, seed=seed,
+                        run_dir = Path(os.path.abspath(run_dir_for(config, config["runs_dir"])))
+                        jobs.setdefault(run_dir, Job(label="", method=cls.name, protocol=protocol, seed=seed,
                                                      point=point, argv=tuple(argv), run_dir=run_dir, config=config))
     unused = sorted(method_keys - used)
     if unused:
         raise ConfigError(f"{', '.join(unused)}: no method of this sweep has this hyperparameter")
-    return list(jobs.values()), list(dict.fromkeys(notes))
+    varying = varying_keys([j.point for j in jobs.values()])
+    return [replace(j, label=" ".join([j.method, j.protocol, f"seed{j.seed}",
+                                       *(f"{k}={v}" for k, v in j.point if k in varying)]))
+            for j in jobs.values()], list(dict.fromkeys(notes))
+
+
+def varying_keys(points: list[tuple[tuple[str, str], ...]]) -> set[str]:
+    """The grid keys whose value (or absence) is not the same in all these points: what tells them apart."""
+    keys = {k for p in points for k, _ in p}
+    return {k for k in keys if len({dict(p).get(k) for p in points}) > 1}
 
 
 def _points(block: Block, hparams: set[str]) -> list[tuple[tuple[str, str], ...]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from clavs.errors import RunDirError
-from clavs.launch.grid import Job
+from clavs.launch.grid import Job, varying_keys
 from clavs.metrics.names import METRIC_TITLES
 from clavs.results.store import SUMMARY_VAL_FILE, RunDir
 from clavs.utils.io import atomic_write_text
@@ -26,9 +26,9 @@ class PointScore:
     values: dict[int, float] = field(default_factory=dict)  # seed -> validation AA of a finished run
     problems: list[str] = field(default_factory=list)
 
-    @property
-    def label(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.point) or "(defaults)"
+    def label(self, keys: set[str] | None = None) -> str:
+        """The point's values (only `keys`, when given: those that differ within its group)."""
+        return " ".join(f"{k}={v}" for k, v in self.point if keys is None or k in keys) or "(defaults)"
 
     @property
     def mean(self) -> float:
@@ -89,7 +89,7 @@ def write_selection(ranking: dict[tuple[str, str], list[PointScore]], out_dir: s
         seeds = ",".join(map(str, sorted(best.values)))
         head = (f"# clavs select: {method} on {protocol}: the grid point with the best validation AA "
                 f"({METRIC_TITLES.get(metric, metric)}) of {len(scores)}\n"
-                f"# point: {best.label}\n# validation AA {best.mean:.2f} over seeds {seeds}; run {winner.run_dir}\n")
+                f"# point: {best.label()}\n# validation AA {best.mean:.2f} over seeds {seeds}; run {winner.run_dir}\n")
         path = Path(out_dir) / f"{method}.{protocol}.yaml"
         atomic_write_text(path, head + yaml.safe_dump({"method": section}, sort_keys=False))
         written.append(path)
@@ -103,12 +103,13 @@ def ranking_tables(ranking: dict[tuple[str, str], list[PointScore]], metric: str
     title = METRIC_TITLES.get(metric, metric)
     out = []
     for (method, protocol), scores in sorted(ranking.items()):
+        keys = varying_keys([s.point for s in scores])
         table = Table(title=f"{method} on {protocol}: validation AA ({title}), best first")
         for col in ("", "grid point", "seeds", f"validation AA ({title})"):
             table.add_column(col, justify="right" if col.startswith("validation") else "left")
         for i, s in enumerate(scores):
             seeds = f"{len(s.values)}/{len(s.jobs)}"
             value = "—" if not s.values else (f"{s.mean:.2f} ± {s.std:.2f}" if len(s.values) > 1 else f"{s.mean:.2f}")
-            table.add_row("best" if i == 0 and s.values else "", s.label, seeds, value)
+            table.add_row("best" if i == 0 and s.values else "", s.label(keys), seeds, value)
         out.append(table)
     return out
