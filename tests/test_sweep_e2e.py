@@ -31,12 +31,22 @@ def test_smoke_sweep_completes_relaunch_runs_nothing_and_tables_it(clavs_home, t
 
     logs = {p: (p / "sweep.log").stat().st_mtime_ns for p in done}
     start = time.perf_counter()
-    assert main(sweep) == 0
+    assert main([*sweep, "--select", str(tmp_path / "chosen")]) == 0
     elapsed = time.perf_counter() - start
     out = capsys.readouterr().out
     assert "sweep: 8 jobs, 8 already done, 0 to run" in out and "0 done, 0 failed, 8 skipped" in out
     assert elapsed < 10, f"a finished sweep's relaunch took {elapsed:.1f} s"
     assert logs == {p: (p / "sweep.log").stat().st_mtime_ns for p in done}  # nothing ran
+    assert sorted(p.name for p in (tmp_path / "chosen").iterdir()) == [
+        "ewc.cil.yaml", "ewc.dil.yaml", "finetune.cil.yaml", "finetune.dil.yaml"]
+
+    # an unfinished run (here: its DONE marker gone after the last task's checkpoint) is resumed, not redone
+    unfinished = done[0]
+    (unfinished / "DONE").unlink()
+    assert main(sweep) == 0
+    assert "sweep: 1 done, 0 failed, 7 skipped" in capsys.readouterr().out
+    assert "resumed from task_1.pt" in (unfinished / "log.txt").read_text()
+    assert (unfinished / "sweep.log").read_text().count("clavs sweep job") == 2
 
     assert main(["table", str(runs), "--format", "md"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
