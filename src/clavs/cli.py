@@ -429,16 +429,54 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_methods(args: argparse.Namespace) -> int:
-    from clavs.methods import available_methods, get_method_class
+def cmd_report(args: argparse.Namespace) -> int:
+    from clavs.reports.report import ReportOptions, build_report
 
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    options = ReportOptions(metric=args.metric, heatmap_metric=args.heatmap_metric,
+                            qualitative=not args.no_qualitative, qualitative_protocol=args.qualitative_protocol,
+                            methods=methods, clips_per_task=args.clips)
+    report = build_report(Path(args.runs_dir), Path(args.out), options,
+                          log=lambda message: print(f"  {message}", file=sys.stderr, flush=True))
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"report: {report.index} ({len(report.figures)} figures in {report.index.parent / 'figures'}, "
+          f"{report.seconds:.1f} s)")
+    if args.screenshot:
+        from clavs.reports.browser import screenshot
+
+        status = screenshot(report.index, Path(args.screenshot))
+        print(f"screenshot: {args.screenshot} (Chromium decoded {status.loaded} of {status.images} images)")
+        if not status.ok:
+            from clavs.errors import ClavsError
+
+            raise ClavsError(f"{report.index}: only {status.loaded} of {status.images} images loaded in Chromium")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from clavs.methods import available_methods, get_method_class
     from clavs.methods.base import FAMILIES
 
+    table = Table(title="methods (clavs run --method NAME)")
+    for col in ("method", "family", "stores data", "protocols", "what it is"):
+        table.add_column(col)
+    declined_notes = []
     for name in available_methods():
         cls = get_method_class(name)
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        marks = f"{FAMILIES[cls.family]}{', exemplars' if cls.uses_exemplars else ''}"
-        print(f"{name:10s} {doc}  [{marks}]")
+        doc = " ".join((cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").split())
+        doc = doc.split(". ")[0].rstrip(".")  # the first sentence
+        runs = [p for p in cls.protocols if p not in cls.declined]
+        declined_notes += [f"{name} declines {p}: {why}" for p, why in cls.declined.items()]
+        stores = "yes (exemplars)" if cls.uses_exemplars else "no"
+        table.add_row(name, FAMILIES[cls.family], stores, ",".join(runs), doc)
+    console = Console(width=max(150, Console().width))
+    console.print(table)
+    for note in declined_notes:
+        console.print(note)
     return 0
 
 
@@ -500,6 +538,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["benchmark", "runs"], default="benchmark",
                    help="benchmark: Table 1 (+ Table 2 for ablations); runs: every summary value per config "
                         "(rich or md)")
+    p = sub.add_parser("report", help="an HTML report of a folder of runs: tables and the paper's figures",
+                       description="Write DIR/index.html, a self-contained page (no network) with the benchmark "
+                                   "tables and the paper's figures of the finished runs under RUNS_DIR, each figure "
+                                   "also as PNG and SVG in DIR/figures/: Figure 4 forward transfer vs forgetting "
+                                   "(TIL, DIL), Figure 5 accuracy-matrix heatmaps (CIL), Figure 6 normalised radar "
+                                   "profiles (accuracy, retention, plasticity, stability, speed, memory efficiency; "
+                                   "each axis defined on the page), Figure 3 qualitative overlays (predictions of "
+                                   "the chosen methods' last checkpoints on a few test clips of the first and last "
+                                   "task), and per run its files and anytime-accuracy curve. docs/report.md "
+                                   "describes every figure.")
+    p.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR", help="folder of run directories")
+    p.add_argument("--out", default="report", metavar="DIR", help="output folder (default ./report)")
+    p.add_argument("--metric", default="map", help="metric of the tables and Figures 4 and 6 (default map)")
+    p.add_argument("--heatmap-metric", default="maxf", help="metric of Figure 5's matrices (default maxf, as the paper)")
+    p.add_argument("--qualitative-protocol", choices=list(PROTOCOLS),
+                   help="protocol of Figure 3 (default cil when there are CIL runs)")
+    p.add_argument("--methods", help="Figure 3's methods, comma separated (names or table labels); "
+                                     "default the four best by AA")
+    p.add_argument("--clips", type=int, default=2, help="Figure 3: test clips per task shown (default 2)")
+    p.add_argument("--no-qualitative", action="store_true",
+                   help="leave out Figure 3 (which loads checkpoints and reads the dataset tree)")
+    p.add_argument("--screenshot", metavar="PNG",
+                   help="also open the page in headless Chromium, check every image loaded, and save a "
+                        "screenshot of the whole page")
     sub.add_parser("methods", help="list the available methods")
     p = sub.add_parser("pretrain", help="pretrain the tiny encoders on synthetic classes disjoint from the 23 "
                                         "(cached under $CLAVS_HOME or $XDG_CACHE_HOME/clavs; on x86-64 the "
@@ -588,6 +650,8 @@ def _main(argv: list[str]) -> int:
         return cmd_sweep(args)
     if args.command == "select":
         return cmd_select(args)
+    if args.command == "report":
+        return cmd_report(args)
     if args.command == "methods":
         return cmd_methods(args)
     if args.command == "pretrain":
