@@ -26,7 +26,8 @@ class _TilOnly(Method):
     """Test-only method that supports one protocol."""
 
     name = "_test_til_only"
-    protocols = ("til",)
+    protocols = ("til", "dil")
+    declined = {"dil": "its heads need task ids"}
     trains = ("decoder",)
 
 
@@ -80,10 +81,11 @@ def test_a_method_key_no_method_has_and_job_keys_are_errors(tmp_path):
 
 
 def test_unsupported_protocols_are_left_out_with_a_note(tmp_path):
-    jobs, notes = jobs_of(tmp_path, methods="_test_til_only,finetune", protocols="til,cil")
+    jobs, notes = jobs_of(tmp_path, methods="_test_til_only,finetune", protocols="til,cil,dil")
     assert sorted((j.method, j.protocol) for j in jobs) == [("_test_til_only", "til"), ("finetune", "cil"),
-                                                            ("finetune", "til")]
-    assert notes == ["_test_til_only does not support cil (it supports til)"]
+                                                            ("finetune", "dil"), ("finetune", "til")]
+    assert notes == ["method '_test_til_only' does not support protocol 'cil' (supports til)",
+                     "method '_test_til_only' declines protocol 'dil': its heads need task ids"]
 
 
 def test_selected_configs_reach_their_jobs_and_clavs_run_config_reads_them(tmp_path):
@@ -107,7 +109,8 @@ def test_shipped_grids_expand(tmp_path):
     assert len(table2) == 4 * 3 + 4 * 1
     assert {dict(j.point)["experiment"] for j in table2} == {"synthavs"}
     table1, notes = jobs_of(tmp_path, grid="table1", preset=None)
-    supported = {m: get_method_class(m).protocols for m in available_methods()}
+    supported = {m: [p for p in get_method_class(m).protocols if p not in get_method_class(m).declined]
+                 for m in available_methods()}
     assert len(table1) == sum(3 * ("cil" in p) + sum(x in p for x in ("til", "dil", "tfcl")) for p in supported.values())
     # Table 2's full-method runs are Table 1's ATLAS runs
     full = {j.run_dir for j in table2 if dict(j.point)["method.lra"] == "true" == dict(j.point)["method.pre_conditioning"]}

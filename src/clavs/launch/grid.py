@@ -241,8 +241,10 @@ def expand(blocks: list[Block], options: RunOptions) -> tuple[list[Job], list[st
             cls = get_method_class(method)  # an unknown name: the message lists the available ones
             hparams = set(cls.default_hparams({}))
             for protocol in block.protocols:
-                if protocol not in cls.protocols:
-                    notes.append(f"{cls.name} does not support {protocol} (it supports {', '.join(cls.protocols)})")
+                try:
+                    cls.check_protocol(protocol)  # not supported, or declined with a reason
+                except ValueError as e:
+                    notes.append(str(e))
                     continue
                 for point in _points(block, hparams):
                     used.update(k for k, _ in point)
