@@ -118,6 +118,7 @@ def _check_latex(text: str) -> list[str]:
         assert {_latex_spans(ln) for ln in lines} == {len(spec)}
         rows += lines
     assert text.count("{") == text.count("}")
+    assert text.isascii(), "pdflatex without inputenc reads ASCII"
     assert not re.search(r"(?<!\\)_", text.replace(r"\_", "")), "an unescaped underscore"
     return rows
 

@@ -538,10 +538,17 @@ def test_table_shows_the_lra_ablation_as_two_rows(smoke_run, tmp_path, clavs_hom
     assert all(r["experiment"] == "lra_ablation" and r["seeds"] == [0] for r in rows)
 
     env = dict(os.environ, CLAVS_HOME=str(clavs_home))
-    out = subprocess.run([sys.executable, "-m", "clavs.cli", "table", str(runs)], env=env, capture_output=True,
-                         text=True, timeout=120, check=False)
+    out = subprocess.run([sys.executable, "-m", "clavs.cli", "table", str(runs), "--layout", "runs"], env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert "atlas method.lra=true" in out.stdout and "atlas method.lra=false" in out.stdout
+    # the paper's layout: the default ATLAS in Table 1, both in Table 2 with the switch as a column
+    from clavs.reports.benchmark_table import build_benchmark_table
+
+    table1, table2 = build_benchmark_table(runs).sections
+    default = next(r for r in rows if r["variant"]["method.lra"] is True)
+    assert [r.label for r in table1.rows] == ["atlas"] and table1.rows[0].cells[0].mean == default["aa"][0]
+    assert [r.switches for r in table2.rows] == [{"method.lra": True}, {"method.lra": False}]
 
 
 def test_atlas_decoder_base_trains_after_the_first_task_only_with_the_extension():

@@ -18,6 +18,7 @@ EPILOG_RUN = """examples:
   clavs run --data-root /data/avsbench --preset paper model.visual_weights=/w/vit_b16.pth \\
             model.audio_weights=/w/Cnn14_16k_mAP=0.438.pth
   clavs run --resume runs/default/cil/atlas/seed0-1a2b3c4d
+  clavs run --config selected/atlas.cil.yaml  config values from a file (what `clavs select` writes)
 """
 
 
@@ -41,9 +42,33 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs per task")
     p.add_argument("--devices", help="number of devices (Fabric), e.g. 1, 4 or auto")
     p.add_argument("--accelerator", help="cpu | gpu | auto (Fabric)")
+    p.add_argument("--config", metavar="FILE", help="a YAML file of config values (e.g. what `clavs select` writes: "
+                                                    "method: {name: atlas, lra_lambda: 5.0}); options and key=value win")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     return p
+
+
+def run_config(args: argparse.Namespace) -> dict:
+    """The resolved config of `clavs run` with these (parsed) options: the one resolution that
+    `clavs run` and every job of `clavs sweep` go through."""
+    from clavs.config import resolve_config
+
+    options = {
+        "protocol.name": args.protocol, "protocol.split": args.split, "data.root": args.data_root,
+        "runs_dir": args.runs_dir, "seed": args.seed, "train.epochs": args.epochs,
+        "engine.accelerator": args.accelerator,
+        "engine.devices": (int(args.devices) if args.devices and args.devices.isdigit() else args.devices),
+    }
+    if args.no_progress:
+        options["progress"] = False
+    return resolve_config(preset=args.preset, method=args.method, options=options, overrides=args.overrides,
+                          config_file=args.config)
+
+
+def parse_run_argv(argv: Sequence[str]) -> argparse.Namespace:
+    """`clavs run` options as the command parses them (options and key=value in any order)."""
+    return build_parser().run_parser.parse_intermixed_args(list(argv))
 
 
 # The run directory `clavs run` works on, for the Ctrl-C message.
@@ -53,7 +78,7 @@ _ACTIVE_RUN: dict[str, Path] = {}
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from clavs.config import resolve_config, validate_config
+    from clavs.config import validate_config
     from clavs.engine.loop import TrainingDiverged
     from clavs.engine.runner import run_experiment
     from clavs.errors import ClavsError
@@ -63,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         fixed = {"--method": args.method, "--protocol": args.protocol, "--split": args.split,
                  "--data-root": args.data_root, "--runs-dir": args.runs_dir, "--seed": args.seed,
-                 "--epochs": args.epochs, "key=value": args.overrides or None,
+                 "--epochs": args.epochs, "key=value": args.overrides or None, "--config": args.config,
                  "--preset": None if args.preset == "default" else args.preset}
         given = [k for k, v in fixed.items() if v is not None]
         if given:
@@ -85,15 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             config["progress"] = False
         validate_config(config)
     else:
-        options = {
-            "protocol.name": args.protocol, "protocol.split": args.split, "data.root": args.data_root,
-            "runs_dir": args.runs_dir, "seed": args.seed, "train.epochs": args.epochs,
-            "engine.accelerator": args.accelerator,
-            "engine.devices": (int(args.devices) if args.devices and args.devices.isdigit() else args.devices),
-        }
-        if args.no_progress:
-            options["progress"] = False
-        config = resolve_config(preset=args.preset, method=args.method, options=options, overrides=args.overrides)
+        config = run_config(args)
         run_dir = None
     from clavs.results.store import run_dir_for
 
@@ -265,6 +282,153 @@ def _table_runs_layout(args: argparse.Namespace, damaged: list[tuple[Path, str]]
     return 0
 
 
+EPILOG_SWEEP = """examples:
+  clavs sweep --methods atlas,finetune --protocols cil,dil --seeds 0,1 --preset smoke --jobs 2
+  clavs sweep --methods atlas --protocols cil method.lra=true,false method.pre_conditioning=true,false
+  clavs sweep --grid table1 --runs-dir runs --jobs 2        the paper's Table 1 (shipped grids: table1,
+                                                            table2, validation; or a YAML file of yours)
+  clavs sweep --grid validation --select selected/          choose hyperparameters on validation AA
+  clavs sweep --grid table1 --selected selected/            Table 1 with the chosen hyperparameters
+  clavs sweep --grid table1 --launcher slurm --partition gpu --gpus-per-job 1 --jobs 32
+Relaunching the same sweep skips the finished runs and resumes the unfinished ones. Exit code 1 when
+a job failed (the others still run); each job's output is in sweep.log in its run directory.
+"""
+
+
+def _add_job_spec_options(p: argparse.ArgumentParser) -> None:
+    """What a sweep's jobs are: shared by `clavs sweep` and `clavs select` (the same options pick the
+    same jobs)."""
+    p.add_argument("overrides", nargs="*", metavar="key=v1,v2",
+                   help="a config value for every job, or an axis of the grid when it lists several values "
+                        "(method.* keys reach only the methods that have them)")
+    p.add_argument("--grid", metavar="NAME|FILE", help="a YAML grid: table1, table2, validation (shipped in "
+                                                       "clavs/configs/experiments/) or a file of yours")
+    p.add_argument("--methods", help="comma-separated methods, or all (with --grid: keep only these)")
+    p.add_argument("--protocols", help="comma-separated protocols (default cil; with --grid: keep only these)")
+    p.add_argument("--seeds", help="e.g. 0,1,2 or 0-4 (default 0; with --grid: replaces the file's seeds)")
+    p.add_argument("--preset", choices=["smoke", "default", "paper"], help="as in clavs run (default: default)")
+    p.add_argument("--split", help="task split B-I for every job (default: each protocol's)")
+    p.add_argument("--data-root", help="a real AVSBench tree, as in clavs run")
+    p.add_argument("--epochs", type=int, help="epochs per task, as in clavs run")
+    p.add_argument("--devices", help="devices per job (Fabric), as in clavs run")
+    p.add_argument("--accelerator", help="cpu | gpu | auto, as in clavs run")
+    p.add_argument("--config", metavar="FILE", help="a config file for every job, as in clavs run --config")
+    p.add_argument("--selected", metavar="DIR", help="per job, DIR/<method>.<protocol>.yaml (what clavs select "
+                                                     "writes) as its --config where it exists")
+    p.add_argument("--metric", default="map", help="metric whose validation AA selection uses (default map)")
+
+
+def _add_sweep_parsers(sub: argparse._SubParsersAction) -> dict[str, argparse.ArgumentParser]:
+    p = sub.add_parser("sweep", help="run many runs: methods x protocols x seeds x grid values; idempotent",
+                       description="Expand methods x protocols x seeds x key=v1,v2 values (or a YAML grid file) "
+                                   "into `clavs run` jobs, each in its own process, and run them with a launcher. "
+                                   "A job's run directory is the one `clavs run` with the same options makes.",
+                       epilog=EPILOG_SWEEP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_job_spec_options(p)
+    p.add_argument("--runs-dir", help="where run directories go (default ./runs)")
+    p.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
+                   help="local: --jobs processes at once on this machine; slurm: submitit job arrays "
+                        "(pip install 'clavs[slurm]'); submitit-local: submitit's local executor, the SLURM "
+                        "code path on this machine (to check a sweep before submitting it)")
+    p.add_argument("--jobs", type=int, help="jobs at once (default 1; with GPUs: one per visible GPU; slurm: "
+                                            "the array's parallelism)")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs and their status; run nothing")
+    p.add_argument("--select", metavar="OUT", help="after the sweep, run clavs select on its jobs into OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per finished job)")
+    slurm = p.add_argument_group("slurm (and submitit-local) options")
+    slurm.add_argument("--partition", help="SLURM partition")
+    slurm.add_argument("--time", type=int, default=24 * 60, metavar="MINUTES", help="time limit per job (default 1440)")
+    slurm.add_argument("--gpus-per-job", type=int, default=0)
+    slurm.add_argument("--cpus-per-job", type=int)
+    slurm.add_argument("--mem-gb", type=float)
+    slurm.add_argument("--submitit-folder", help="submitit's files (default <runs-dir>/.submitit)")
+    q = sub.add_parser("select", help="per method and protocol, the grid point with the best validation AA",
+                       description="Rank the grid points of a sweep's jobs (the same options as the sweep) by "
+                                   "validation AA (summary_val.json; test numbers are never read), print the "
+                                   "ranking, and write OUT/<method>.<protocol>.yaml with the best point's method "
+                                   "section, for `clavs run --config` or `clavs sweep --selected OUT`.")
+    q.add_argument("runs_dir", help="the folder of the sweep's run directories")
+    _add_job_spec_options(q)
+    q.add_argument("--out", default="selected", help="folder for the chosen configs (default ./selected)")
+    return {"sweep": p, "select": q}
+
+
+def _sweep_jobs(args: argparse.Namespace) -> tuple[list, list[str]]:
+    from clavs.errors import ClavsError
+    from clavs.launch.grid import RunOptions, blocks_from_options, expand
+
+    if args.config and args.selected:
+        raise ClavsError("--config and --selected both choose each job's config file: give one")
+    blocks, _ = blocks_from_options(grid=args.grid, methods=args.methods, protocols=args.protocols, seeds=args.seeds,
+                                    preset=args.preset, split=args.split, overrides=args.overrides)
+    options = RunOptions(runs_dir=args.runs_dir, data_root=args.data_root, epochs=args.epochs, devices=args.devices,
+                         accelerator=args.accelerator, config=args.config, selected=args.selected)
+    return expand(blocks, options)
+
+
+def _launcher(args: argparse.Namespace):
+    from clavs.launch.launchers import LocalLauncher, SubmititLauncher
+
+    if args.jobs is not None and args.jobs < 1:
+        from clavs.errors import ClavsError
+
+        raise ClavsError(f"--jobs {args.jobs}: must be at least 1")
+    if args.launcher == "local":
+        return LocalLauncher(args.jobs)
+    folder = args.submitit_folder or str(Path(args.runs_dir or "runs") / ".submitit")
+    return SubmititLauncher(folder, cluster="slurm" if args.launcher == "slurm" else "local", jobs=args.jobs,
+                            partition=args.partition, time_min=args.time, gpus_per_job=args.gpus_per_job,
+                            cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from clavs.launch.sweep import job_status, run_sweep
+
+    console = Console()
+    jobs, notes = _sweep_jobs(args)
+    for note in notes:
+        console.print(f"not run: {note}")
+    if args.dry_run:
+        for job in jobs:
+            print(f"{job_status(job):10s} {job.label}\n           {job.run_dir}")
+        print(f"{len(jobs)} jobs")
+        return 0
+    try:
+        report = run_sweep(jobs, _launcher(args), console, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; relaunch the same sweep to run the rest (unfinished runs "
+              "resume from their last task checkpoint)", file=sys.stderr)
+        return 130
+    if args.select:
+        _select(jobs, args.metric, args.select, console)
+    return 1 if report.failed else 0
+
+
+def _select(jobs: list, metric: str, out: str, console) -> None:
+    from clavs.launch.select import rank, ranking_tables, write_selection
+
+    ranking = rank(jobs, metric)
+    for table in ranking_tables(ranking, metric):
+        console.print(table)
+    for scores in ranking.values():
+        for s in scores:
+            for problem in s.problems:
+                print(f"warning: skipped {problem}", file=sys.stderr)
+    for path in write_selection(ranking, out, metric):
+        console.print(f"wrote {path}")
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    _check_runs_dir(args.runs_dir)
+    jobs, _ = _sweep_jobs(args)
+    _select(jobs, args.metric, args.out, Console(width=max(120, Console().width)))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from clavs.reports.report import ReportOptions, build_report
 
@@ -349,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the traceback of an error instead of the one-line message (also CLAVS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.run_parser = _add_run_parser(sub)  # type: ignore[attr-defined]
+    parser.job_parsers = _add_sweep_parsers(sub)  # type: ignore[attr-defined]
     p = sub.add_parser("show", help="print a run's accuracy matrices and summary")
     p.add_argument("run_dir")
     p.add_argument("--metric", action="append", default=None, help="metric(s) to show (default map)")
@@ -467,6 +632,9 @@ def _main(argv: list[str]) -> int:
     if argv[:1] == ["run"]:  # options and key=value overrides may come in any order
         args = parser.run_parser.parse_intermixed_args(argv[1:])
         args.command = "run"
+    elif argv[:1] in (["sweep"], ["select"]):
+        args = parser.job_parsers[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
     else:
         args = parser.parse_args(argv)
     if args.command == "run":
@@ -478,6 +646,10 @@ def _main(argv: list[str]) -> int:
         return cmd_runs(args)
     if args.command == "table":
         return cmd_table(args)
+    if args.command == "sweep":
+        return cmd_sweep(args)
+    if args.command == "select":
+        return cmd_select(args)
     if args.command == "report":
         return cmd_report(args)
     if args.command == "methods":

@@ -308,7 +308,8 @@ def _render_latex(table: BenchmarkTable, s: Section) -> str:
     groups = " & ".join(rf"\multicolumn{{{span}}}{{c}}{{{latex_escape(h)}}}" for h, span in s.groups)
     titles = ["Family", "Method", *[latex_escape(n.split(".", 1)[-1]) for n in s.switch_names],
               *[latex_escape(c.title) for c in s.columns]]
-    lines = [f"% {latex_escape(table.caption(s))}", rf"\begin{{tabular}}{{{spec}}}", r"\hline",
+    ascii_caption = table.caption(s).replace("±", "+/-").replace("†", "dagger").replace(MISSING, "---")
+    lines = [f"% {ascii_caption}", rf"\begin{{tabular}}{{{spec}}}", r"\hline",
              rf"\multicolumn{{{lead}}}{{l}}{{}} & {groups} \\", " & ".join(titles) + r" \\", r"\hline"]
     family = None
     for r in s.rows:
