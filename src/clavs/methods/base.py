@@ -109,6 +109,8 @@ class Method:
     name: ClassVar[str] = ""
     family: ClassVar[str] = "cl"
     protocols: ClassVar[tuple[str, ...]] = PROTOCOLS
+    # Protocols the method declines, with the reason (shown by `clavs methods` and in the error).
+    declined: ClassVar[dict[str, str]] = {}
     uses_exemplars: ClassVar[bool] = False
     # The network it trains: a key of clavs.models.build.NETWORKS.
     network: ClassVar[str] = "plain"
@@ -153,6 +155,15 @@ class Method:
     def make_hparams(cls, section: dict[str, Any]) -> Any:
         cls.validate_hparams(section)
         return cls.Hparams(**{k: v for k, v in section.items() if k != "name"})
+
+    @classmethod
+    def check_protocol(cls, protocol: str) -> None:
+        """Raise ValueError naming the reason when the method does not run under `protocol`."""
+        if protocol in cls.declined:
+            raise ValueError(f"method '{cls.name}' declines protocol '{protocol}': {cls.declined[protocol]}")
+        if protocol not in cls.protocols:
+            raise ValueError(f"method '{cls.name}' does not support protocol '{protocol}' "
+                             f"(supports {', '.join(p for p in cls.protocols if p not in cls.declined)})")
 
     @classmethod
     def info(cls) -> dict[str, Any]:
