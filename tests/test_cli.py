@@ -24,8 +24,16 @@ def test_run_help_explains_options(capsys):
         main(["run", "--help"])
     out = capsys.readouterr().out
     for opt in ("--method", "--protocol", "--split", "--preset", "--data-root", "--runs-dir", "--seed", "--epochs",
-                "--devices", "--accelerator", "--resume", "key=value"):
+                "--devices", "--num-nodes", "--accelerator", "--precision", "--resume", "key=value"):
         assert opt in out
+
+
+@pytest.mark.parametrize("flag,value,key", [("--precision", "8-bit", "engine.precision"),
+                                            ("--num-nodes", "0", "engine.num_nodes")])
+def test_distributed_options_reach_the_config(capsys, tmp_path, flag, value, key):
+    code = main(["run", "--runs-dir", str(tmp_path), flag, value])
+    assert code == 2
+    assert key in capsys.readouterr().err  # validated as the config key it sets
 
 
 def test_unknown_override_is_an_error_listing_valid_keys(capsys, tmp_path):

@@ -40,8 +40,12 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", help="where run directories go (default ./runs)")
     p.add_argument("--seed", type=int, help="run seed (class order, init, batches); default 0")
     p.add_argument("--epochs", type=int, help="epochs per task")
-    p.add_argument("--devices", help="number of devices (Fabric), e.g. 1, 4 or auto")
+    p.add_argument("--devices", help="processes per node (Fabric), e.g. 1, 4, 0,1 or auto; train.batch_size is "
+                                     "per process (docs/distributed.md)")
+    p.add_argument("--num-nodes", type=int, help="nodes (Fabric; under SLURM, srun starts the processes: "
+                                                 "scripts/slurm_multinode.sh)")
     p.add_argument("--accelerator", help="cpu | gpu | auto (Fabric)")
+    p.add_argument("--precision", help="32-true | bf16-mixed | 16-mixed | ... (Fabric)")
     p.add_argument("--config", metavar="FILE", help="a YAML file of config values (e.g. what `clavs select` writes: "
                                                     "method: {name: atlas, lra_lambda: 5.0}); options and key=value win")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
@@ -57,7 +61,8 @@ def run_config(args: argparse.Namespace) -> dict:
     options = {
         "protocol.name": args.protocol, "protocol.split": args.split, "data.root": args.data_root,
         "runs_dir": args.runs_dir, "seed": args.seed, "train.epochs": args.epochs,
-        "engine.accelerator": args.accelerator,
+        "engine.accelerator": args.accelerator, "engine.num_nodes": getattr(args, "num_nodes", None),
+        "engine.precision": getattr(args, "precision", None),
         "engine.devices": (int(args.devices) if args.devices and args.devices.isdigit() else args.devices),
     }
     if args.no_progress:
@@ -88,12 +93,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         fixed = {"--method": args.method, "--protocol": args.protocol, "--split": args.split,
                  "--data-root": args.data_root, "--runs-dir": args.runs_dir, "--seed": args.seed,
-                 "--epochs": args.epochs, "key=value": args.overrides or None, "--config": args.config,
+                 "--epochs": args.epochs, "--precision": args.precision, "key=value": args.overrides or None,
+                 "--config": args.config,
                  "--preset": None if args.preset == "default" else args.preset}
         given = [k for k, v in fixed.items() if v is not None]
         if given:
             raise ClavsError(f"--resume continues a run with its saved config.yaml; {', '.join(given)} cannot change "
-                             f"it (only --devices, --accelerator, --no-progress can)")
+                             f"it (only --devices, --num-nodes, --accelerator, --no-progress can)")
         from clavs.results.checkpoints import check_run_binding
 
         run = RunDir(Path(args.resume))
@@ -104,6 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = run.path
         if args.devices:
             config["engine"]["devices"] = int(args.devices) if args.devices.isdigit() else args.devices
+        if args.num_nodes:
+            config["engine"]["num_nodes"] = args.num_nodes
         if args.accelerator:
             config["engine"]["accelerator"] = args.accelerator
         if args.no_progress:
@@ -129,10 +137,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         print(f"stopped: {e}", file=sys.stderr)
         return 3
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+    if _global_rank() == 0:
         console.print(f"run directory: {path}")  # once, not by every process of a multi-device run
         _print_run(console, path)
     return 0
+
+
+def _global_rank() -> int:
+    """This process's rank in a multi-device run (0 alone): from the process group Fabric set up,
+    which covers its own launcher's processes and those srun starts alike."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _print_run(console, path: Path) -> None:

@@ -25,6 +25,9 @@ Hook order (the engine calls them; tests/test_method_api.py pins it):
         clips seen since the previous consolidation; end_task is never called.
     predict(batch) -> ModelOutput                  evaluation, no gradients
     state_dict() / load_state_dict(state)          everything beyond the network's weights, to resume exactly
+
+Under DDP, `data` holds every clip on every process; a statistics pass over `ctx.shard(data)` (this
+process's share) must add its sums up with `ctx.all_reduce_sum` (docs/distributed.md).
 """
 
 from __future__ import annotations

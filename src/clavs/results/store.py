@@ -48,8 +48,9 @@ CHECKPOINT_DIR = "checkpoints"
 # matrix are the same either way. Precision, devices and nodes stay in: they change the numbers,
 # e.g. DDP's global batch.)
 _HASH_EXCLUDED = ("runs_dir", "progress", "engine.threads", "engine.accelerator", "train.val_matrix")
-# What `clavs run --resume` may change (--devices, --accelerator, --no-progress; the folder may move).
-RESUME_MAY_CHANGE = _HASH_EXCLUDED + ("engine.devices",)
+# What `clavs run --resume` may change (--devices, --num-nodes, --accelerator, --no-progress; the folder
+# may move).
+RESUME_MAY_CHANGE = _HASH_EXCLUDED + ("engine.devices", "engine.num_nodes")
 _RUN_FOLDER = re.compile(r"^seed-?\d+-([0-9a-f]{8})$")
 
 
