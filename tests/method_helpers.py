@@ -4,6 +4,7 @@ MethodContext, a minimal scenario, and the engine's training step without the en
 from __future__ import annotations
 
 import contextlib
+import json
 import types
 from typing import Any
 
@@ -52,7 +53,7 @@ def random_batch(seed: int, b: int = 3, *, masks: str = "random", task_id: int =
 def fake_ctx(task_free: bool = False) -> types.SimpleNamespace:
     """What a method reads of MethodContext, without Fabric."""
     return types.SimpleNamespace(device=torch.device("cpu"), autocast=contextlib.nullcontext, task_free=task_free,
-                                 all_reduce_sum=lambda t: t, world_size=1, config={}, log=lambda m: None,
+                                 all_reduce_sum=lambda t: t, world_size=1, rank=0, config={}, log=lambda m: None,
                                  data_source=None)
 
 
@@ -83,3 +84,32 @@ def engine_step(method, optimizer, batch) -> dict[str, torch.Tensor]:
     optimizer.step()
     method.after_step()
     return {k: v.detach() for k, v in terms.items()}
+
+
+# End-to-end smoke runs (the smoke_run fixture of tests/conftest.py): random tiny encoders, small splits.
+SMOKE_FAST = ["model.visual_weights=none", "model.audio_weights=none"]
+SMOKE_SPLIT = {"til": ["protocol.split=11-6"], "cil": ["protocol.split=11-6"], "dil": ["protocol.split=11-6"],
+               # the smoke MS3 data is tiny: three hidden tasks; consolidate often enough to exercise it
+               "tfcl": ["protocol.split=31-5", "protocol.num_tasks=3"]}
+
+
+def _json(path, name):
+    return json.loads((path / name).read_text())
+
+
+def _check_finished(path, method: str, num_tasks: int | None = None) -> int:
+    assert (path / "DONE").exists()
+    matrices = _json(path, "matrices.json")
+    T = matrices["tasks"]
+    assert T >= 2 and (num_tasks is None or T == num_tasks)
+    for name, m in matrices["metrics"].items():
+        R = m["R"]
+        assert len(R) == T and all(len(row) == T for row in R), name
+        assert all(R[t][t] is not None for t in range(T)), name
+    for name in ("summary.json", "summary_val.json", "matrices_val.json", "profile.json"):
+        assert (path / name).exists(), name
+    assert "map" in _json(path, "summary.json") and "map" in _json(path, "summary_val.json")
+    profile = _json(path, "profile.json")
+    assert profile["method"]["name"] == method and profile["method"]["uses_exemplars"] is False
+    assert profile["tasks_done"] == T
+    return T

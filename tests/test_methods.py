@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 import os
 import subprocess
@@ -16,6 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from method_helpers import (
+    _check_finished,
+    _json,
     engine_step,
     fake_ctx,
     fake_scenario,
@@ -27,8 +28,6 @@ from method_helpers import (
 )
 from torch import nn
 
-from clavs.config import resolve_config
-from clavs.engine.runner import run_experiment
 from clavs.methods.atlas import Atlas, AtlasHparams
 from clavs.methods.ewc import EWC
 from clavs.methods.finetune import Finetune
@@ -489,54 +488,6 @@ def test_til_prediction_depends_on_the_task_id():
 
 
 # ================================================================== B. end to end (SynthAVS smoke)
-
-FAST = ["model.visual_weights=none", "model.audio_weights=none"]
-SPLIT = {"til": ["protocol.split=11-6"], "cil": ["protocol.split=11-6"], "dil": ["protocol.split=11-6"],
-         # the smoke MS3 data is tiny: three hidden tasks; consolidate often enough to exercise it
-         "tfcl": ["protocol.split=31-5", "protocol.num_tasks=3"]}
-
-
-@pytest.fixture(scope="module")
-def smoke_run(clavs_home, tmp_path_factory):
-    """run(method, protocol, *overrides) -> run directory; each distinct run is trained once per module.
-    (clavs_home: tests/conftest.py, a fresh CLAVS_HOME for this module.)"""
-    done: dict[tuple, object] = {}
-    root = tmp_path_factory.mktemp("method_runs")
-
-    def run(method: str, protocol: str, *overrides: str, runs_dir=None):
-        key = (method, protocol, overrides, str(runs_dir))
-        if key not in done:
-            config = resolve_config(preset="smoke", method=method,
-                                    options={"runs_dir": str(runs_dir or root / f"r{len(done)}"), "progress": False,
-                                             "protocol.name": protocol},
-                                    overrides=[*FAST, *SPLIT[protocol], *overrides])
-            done[key] = run_experiment(config)
-        return done[key]
-
-    return run
-
-
-def _json(path, name):
-    return json.loads((path / name).read_text())
-
-
-def _check_finished(path, method: str, num_tasks: int | None = None) -> int:
-    assert (path / "DONE").exists()
-    matrices = _json(path, "matrices.json")
-    T = matrices["tasks"]
-    assert T >= 2 and (num_tasks is None or T == num_tasks)
-    for name, m in matrices["metrics"].items():
-        R = m["R"]
-        assert len(R) == T and all(len(row) == T for row in R), name
-        assert all(R[t][t] is not None for t in range(T)), name
-    for name in ("summary.json", "summary_val.json", "matrices_val.json", "profile.json"):
-        assert (path / name).exists(), name
-    assert "map" in _json(path, "summary.json") and "map" in _json(path, "summary_val.json")
-    profile = _json(path, "profile.json")
-    assert profile["method"]["name"] == method and profile["method"]["uses_exemplars"] is False
-    assert profile["tasks_done"] == T
-    return T
-
 
 @pytest.mark.parametrize("protocol", ["til", "cil", "dil", "tfcl"])
 @pytest.mark.parametrize("method", ["lwf", "ewc", "si", "mas"])

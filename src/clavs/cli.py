@@ -248,7 +248,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     for name in available_methods():
         cls = get_method_class(name)
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        marks = f"{FAMILIES[cls.family]}{', exemplars' if cls.uses_exemplars else ''}"
+        marks = f"{FAMILIES[cls.family]}, {'stores exemplars' if cls.uses_exemplars else 'stores no data'}"
         print(f"{name:10s} {doc}  [{marks}]")
     return 0
 
