@@ -22,25 +22,8 @@ def clavs_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smoke_run(clavs_home, tmp_path_factory):
-    """run(method, protocol, *overrides) -> run directory of a SynthAVS `smoke` run (random tiny encoders,
-    the protocol's small split: method_helpers.SMOKE_FAST, SMOKE_SPLIT); each distinct run is trained
-    once per module, in the module's fresh CLAVS_HOME (clavs_home)."""
-    from method_helpers import SMOKE_FAST, SMOKE_SPLIT
+    """run(method, protocol, *overrides, runs_dir=None) -> run directory of a smoke-preset run (random
+    encoders, tests/method_helpers.py SPLIT); each distinct run is trained once per test module."""
+    from method_helpers import smoke_runner
 
-    from clavs.config import resolve_config
-    from clavs.engine.runner import run_experiment
-
-    done: dict[tuple, object] = {}
-    root = tmp_path_factory.mktemp("method_runs")
-
-    def run(method: str, protocol: str, *overrides: str, runs_dir=None):
-        key = (method, protocol, overrides, str(runs_dir))
-        if key not in done:
-            config = resolve_config(preset="smoke", method=method,
-                                    options={"runs_dir": str(runs_dir or root / f"r{len(done)}"), "progress": False,
-                                             "protocol.name": protocol},
-                                    overrides=[*SMOKE_FAST, *SMOKE_SPLIT[protocol], *overrides])
-            done[key] = run_experiment(config)
-        return done[key]
-
-    return run
+    return smoke_runner(tmp_path_factory.mktemp("method_runs"))

@@ -15,14 +15,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from method_helpers import (
-    _check_finished,
-    _json,
+    check_finished,
     engine_step,
     fake_ctx,
     fake_scenario,
     make_method,
     make_task,
     random_batch,
+    read_json,
     tiny_atlas,
     tiny_plain,
 )
@@ -494,12 +494,12 @@ def test_til_prediction_depends_on_the_task_id():
 def test_method_runs_to_done_in_every_protocol(smoke_run, method, protocol):
     extra = ("protocol.anytime_every=1", "method.consolidate_every=2") if protocol == "tfcl" else ()
     path = smoke_run(method, protocol, *extra)
-    T = _check_finished(path, method, 3 if protocol == "tfcl" else None)
+    T = check_finished(path, method, 3 if protocol == "tfcl" else None)
     assert len(list((path / "checkpoints").glob("task_*.pt"))) == T
     if protocol == "tfcl":
-        anytime = _json(path, "anytime.json")
+        anytime = read_json(path, "anytime.json")
         assert len(anytime["points"]) >= 1
-        a_auc = _json(path, "summary.json")["map"]["a_auc"]
+        a_auc = read_json(path, "summary.json")["map"]["a_auc"]
         assert isinstance(a_auc, (int, float)) and math.isfinite(a_auc)
         log = (path / "log.txt").read_text()
         assert "DONE" in log
@@ -512,7 +512,7 @@ def test_method_runs_to_done_in_every_protocol(smoke_run, method, protocol):
 
 def test_tfcl_with_visible_boundaries_finishes(smoke_run):
     path = smoke_run("si", "tfcl", "protocol.boundaries=visible")
-    _check_finished(path, "si", 3)
+    check_finished(path, "si", 3)
     assert not (path / "anytime.json").exists()
 
 

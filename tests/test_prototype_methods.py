@@ -13,7 +13,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from method_helpers import _check_finished, _json, engine_step, fake_ctx, random_batch, tiny_plain
+from method_helpers import check_finished, engine_step, fake_ctx, random_batch, read_json, tiny_plain
 from sklearn.linear_model import Ridge
 
 from clavs.batch import labelled_frames
@@ -502,9 +502,11 @@ def test_trainer_step_skips_backward_and_optimiser_step_on_an_empty_dict():
 
 def test_clavs_methods_lists_their_family_and_that_they_store_no_data(capsys):
     assert main(["methods"]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
-    for name in ("ranpac", "fecam"):
-        assert "(1) exemplar-free CL adapted to AVS" in lines[name] and "stores no data" in lines[name]
+    out = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│ ") and line.split("│")[1].strip()}
+    for name in ("ranpac", "fecam"):  # family, stores data (statistics only), every protocol
+        assert "(1) exemplar-free CL adapted to AVS" in rows[name], rows[name]
+        assert "│ no " in rows[name] and "til,cil,dil,tfcl" in rows[name], rows[name]
 
 
 # ================================================================== C. end to end (SynthAVS smoke)
@@ -518,11 +520,11 @@ def test_runs_in_every_protocol_with_zero_forgetting(smoke_run, method, protocol
     # the smoke stream has one step per hidden task: the first session is the first step
     extra = ("method.consolidate_every=1",) if protocol == "tfcl" else ()
     path = smoke_run(method, protocol, *extra)
-    T = _check_finished(path, method, 3 if protocol == "tfcl" else None)
-    summary = _json(path, "summary.json")
+    T = check_finished(path, method, 3 if protocol == "tfcl" else None)
+    summary = read_json(path, "summary.json")
     for name in MASK_METRICS + (("acc",) if protocol == "til" else ()):
         assert summary[name]["forgetting"] == 0.0 and summary[name]["bwt"] == 0.0, name
-    matrices = _json(path, "matrices.json")["metrics"]
+    matrices = read_json(path, "matrices.json")["metrics"]
     for name in MASK_METRICS:
         R = matrices[name]["R"]
         assert all(R[t][j] == R[j][j] for j in range(T) for t in range(j, T)), name
@@ -530,7 +532,7 @@ def test_runs_in_every_protocol_with_zero_forgetting(smoke_run, method, protocol
     first, last = checkpoints[0], checkpoints[-1]
     assert _unchanged(first["model"], last["model"])  # no weight moved after the first session
     assert last["method"]["frozen"] and last["method"]["mask_heads"]
-    tasks = _json(path, "profile.json")["tasks"]
+    tasks = read_json(path, "profile.json")["tasks"]
     if protocol != "tfcl":
         assert tasks[0]["steps"] > 0 and all(t["steps"] == 0 and t["trainable_parameters"] == 0 for t in tasks[1:])
     else:

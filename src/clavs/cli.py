@@ -198,14 +198,39 @@ def _report_damaged(damaged: list[tuple[Path, str]]) -> None:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    _check_runs_dir(args.runs_dir)
+    damaged: list[tuple[Path, str]] = []
+    if args.layout == "runs":
+        return _table_runs_layout(args, damaged)
+    from rich.console import Console
+
+    from clavs.reports.benchmark_table import build_benchmark_table
+
+    table = build_benchmark_table(args.runs_dir, metric=args.metric, split=args.split, damaged=damaged)
+    _report_damaged(damaged)
+    if table.empty:
+        print(f"no finished runs with metric '{args.metric}' ({args.split}) under {args.runs_dir}", file=sys.stderr)
+        return 1
+    if args.format == "rich":
+        console = Console(width=max(160, Console().width))
+        for t in table.rich_tables():
+            console.print(t)
+    else:
+        sys.stdout.write(table.render(args.format))
+    return 0
+
+
+def _table_runs_layout(args: argparse.Namespace, damaged: list[tuple[Path, str]]) -> int:
+    """One row per config (experiment, protocol, method and the differing values) with every summary value."""
     from rich.console import Console
     from rich.table import Table
 
+    from clavs.errors import ClavsError
     from clavs.metrics.names import ANYTIME_KEY, METRIC_TITLES, SUMMARY_KEYS
     from clavs.results.aggregate import aggregate
 
-    _check_runs_dir(args.runs_dir)
-    damaged: list[tuple[Path, str]] = []
+    if args.format not in ("rich", "md"):
+        raise ClavsError(f"--layout runs prints rich or md, not {args.format} (the benchmark layout has every format)")
     rows = aggregate(args.runs_dir, args.metric, split=args.split, damaged=damaged)
     _report_damaged(damaged)
     if not rows:
@@ -240,16 +265,54 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_methods(args: argparse.Namespace) -> int:
-    from clavs.methods import available_methods, get_method_class
+def cmd_report(args: argparse.Namespace) -> int:
+    from clavs.reports.report import ReportOptions, build_report
 
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    options = ReportOptions(metric=args.metric, heatmap_metric=args.heatmap_metric,
+                            qualitative=not args.no_qualitative, qualitative_protocol=args.qualitative_protocol,
+                            methods=methods, clips_per_task=args.clips)
+    report = build_report(Path(args.runs_dir), Path(args.out), options,
+                          log=lambda message: print(f"  {message}", file=sys.stderr, flush=True))
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"report: {report.index} ({len(report.figures)} figures in {report.index.parent / 'figures'}, "
+          f"{report.seconds:.1f} s)")
+    if args.screenshot:
+        from clavs.reports.browser import screenshot
+
+        status = screenshot(report.index, Path(args.screenshot))
+        print(f"screenshot: {args.screenshot} (Chromium decoded {status.loaded} of {status.images} images)")
+        if not status.ok:
+            from clavs.errors import ClavsError
+
+            raise ClavsError(f"{report.index}: only {status.loaded} of {status.images} images loaded in Chromium")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from clavs.methods import available_methods, get_method_class
     from clavs.methods.base import FAMILIES
 
+    table = Table(title="methods (clavs run --method NAME)")
+    for col in ("method", "family", "stores data", "protocols", "what it is"):
+        table.add_column(col)
+    declined_notes = []
     for name in available_methods():
         cls = get_method_class(name)
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        marks = f"{FAMILIES[cls.family]}, {'stores exemplars' if cls.uses_exemplars else 'stores no data'}"
-        print(f"{name:10s} {doc}  [{marks}]")
+        doc = " ".join((cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").split())
+        doc = doc.split(". ")[0].rstrip(".")  # the first sentence
+        runs = [p for p in cls.protocols if p not in cls.declined]
+        declined_notes += [f"{name} declines {p}: {why}" for p, why in cls.declined.items()]
+        stores = "yes (exemplars)" if cls.uses_exemplars else "no"
+        table.add_row(name, FAMILIES[cls.family], stores, ",".join(runs), doc)
+    console = Console(width=max(150, Console().width))
+    console.print(table)
+    for note in declined_notes:
+        console.print(note)
     return 0
 
 
@@ -292,13 +355,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="also write the accuracy matrix as a heatmap")
     p = sub.add_parser("runs", help="list the run directories under a folder")
     p.add_argument("runs_dir", nargs="?", default="runs")
-    p = sub.add_parser("table", help="summary of finished runs, mean ± std over seeds; one row per config "
-                                     "(runs differing in more than the seed are separate rows)")
+    p = sub.add_parser("table", help="the paper's tables of finished runs: mean ± std over seeds",
+                       description="Layout benchmark (default): the paper's Table 1 (methods x protocols, Avg "
+                                   "<metric> = AA and Avg For = Forgetting, mean ± std over seeds, family and a † "
+                                   "for exemplar methods, best per column in bold, — where no run finished) and, "
+                                   "when runs of a method differ by boolean hyperparameters, the Table 2 ablation "
+                                   "layout. Layout runs: one row per config with every summary value (LA, AA, "
+                                   "A_inc, Forgetting, BWT, FWT); runs differing in more than the seed are "
+                                   "separate rows.")
     p.add_argument("runs_dir", nargs="?", default="runs")
     p.add_argument("--metric", default="map", help="metric (default map)")
     p.add_argument("--split", choices=["test", "val"], default="test",
                    help="test clips (reported numbers) or validation clips (what choices are made on)")
-    p.add_argument("--format", choices=["rich", "md"], default="rich", help="a terminal table or Markdown")
+    p.add_argument("--format", choices=["rich", "md", "latex", "csv", "html"], default="rich",
+                   help="rich: a terminal table; md: Markdown; latex: a tabular body (\\input it in a table); "
+                        "csv: unrounded numbers, a *_best column per value, empty where missing; html: a <table>")
+    p.add_argument("--layout", choices=["benchmark", "runs"], default="benchmark",
+                   help="benchmark: Table 1 (+ Table 2 for ablations); runs: every summary value per config "
+                        "(rich or md)")
+    p = sub.add_parser("report", help="an HTML report of a folder of runs: tables and the paper's figures",
+                       description="Write DIR/index.html, a self-contained page (no network) with the benchmark "
+                                   "tables and the paper's figures of the finished runs under RUNS_DIR, each figure "
+                                   "also as PNG and SVG in DIR/figures/: Figure 4 forward transfer vs forgetting "
+                                   "(TIL, DIL), Figure 5 accuracy-matrix heatmaps (CIL), Figure 6 normalised radar "
+                                   "profiles (accuracy, retention, plasticity, stability, speed, memory efficiency; "
+                                   "each axis defined on the page), Figure 3 qualitative overlays (predictions of "
+                                   "the chosen methods' last checkpoints on a few test clips of the first and last "
+                                   "task), and per run its files and anytime-accuracy curve. docs/report.md "
+                                   "describes every figure.")
+    p.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR", help="folder of run directories")
+    p.add_argument("--out", default="report", metavar="DIR", help="output folder (default ./report)")
+    p.add_argument("--metric", default="map", help="metric of the tables and Figures 4 and 6 (default map)")
+    p.add_argument("--heatmap-metric", default="maxf", help="metric of Figure 5's matrices (default maxf, as the paper)")
+    p.add_argument("--qualitative-protocol", choices=list(PROTOCOLS),
+                   help="protocol of Figure 3 (default cil when there are CIL runs)")
+    p.add_argument("--methods", help="Figure 3's methods, comma separated (names or table labels); "
+                                     "default the four best by AA")
+    p.add_argument("--clips", type=int, default=2, help="Figure 3: test clips per task shown (default 2)")
+    p.add_argument("--no-qualitative", action="store_true",
+                   help="leave out Figure 3 (which loads checkpoints and reads the dataset tree)")
+    p.add_argument("--screenshot", metavar="PNG",
+                   help="also open the page in headless Chromium, check every image loaded, and save a "
+                        "screenshot of the whole page")
     sub.add_parser("methods", help="list the available methods")
     p = sub.add_parser("pretrain", help="pretrain the tiny encoders on synthetic classes disjoint from the 23 "
                                         "(cached under $CLAVS_HOME or $XDG_CACHE_HOME/clavs; on x86-64 the "
@@ -380,6 +478,8 @@ def _main(argv: list[str]) -> int:
         return cmd_runs(args)
     if args.command == "table":
         return cmd_table(args)
+    if args.command == "report":
+        return cmd_report(args)
     if args.command == "methods":
         return cmd_methods(args)
     if args.command == "pretrain":

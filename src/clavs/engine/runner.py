@@ -36,10 +36,14 @@ def dataset_root(config: dict[str, Any], *, progress: bool) -> Path:
         return path
     from clavs.data.synth import generate
 
-    preset, seed = config["data"]["synth_preset"], config["data"]["synth_seed"]
     # generate() returns at once for a complete build of these settings and redoes an interrupted one.
-    return generate(cache_home() / "data" / f"synthavs-{preset}-seed{seed}", preset=preset, seed=seed,
+    return generate(synth_root(config), preset=config["data"]["synth_preset"], seed=config["data"]["synth_seed"],
                     progress=progress)
+
+
+def synth_root(config: dict[str, Any]) -> Path:
+    """Where the SynthAVS build of the config's data.synth_preset and data.synth_seed lives in the cache."""
+    return cache_home() / "data" / f"synthavs-{config['data']['synth_preset']}-seed{config['data']['synth_seed']}"
 
 
 def check_run_target(path: Path) -> None:
@@ -236,9 +240,7 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             # Rank 0 builds every cache first (SynthAVS, pretrained encoders, decoded clips, audio
             # embeddings); the other ranks then read them.
             method_cls = get_method_class(config["method"]["name"])
-            if config["protocol"]["name"] not in method_cls.protocols:
-                raise ValueError(f"method '{method_cls.name}' does not support protocol '{config['protocol']['name']}' "
-                                 f"(supports {', '.join(method_cls.protocols)})")
+            method_cls.check_protocol(config["protocol"]["name"])
             phases = _Phases()
             root = phases.timed("dataset", dataset_root, config, progress=show)
             phases.timed("pretrained_weights", ensure_weights, config)

@@ -110,6 +110,8 @@ class Method:
     name: ClassVar[str] = ""
     family: ClassVar[str] = "cl"
     protocols: ClassVar[tuple[str, ...]] = PROTOCOLS
+    # Protocols the method declines, with the reason (shown by `clavs methods` and in the error).
+    declined: ClassVar[dict[str, str]] = {}
     uses_exemplars: ClassVar[bool] = False
     # The network it trains: a key of clavs.models.build.NETWORKS.
     network: ClassVar[str] = "plain"
@@ -154,6 +156,15 @@ class Method:
     def make_hparams(cls, section: dict[str, Any]) -> Any:
         cls.validate_hparams(section)
         return cls.Hparams(**{k: v for k, v in section.items() if k != "name"})
+
+    @classmethod
+    def check_protocol(cls, protocol: str) -> None:
+        """Raise ValueError naming the reason when the method does not run under `protocol`."""
+        if protocol in cls.declined:
+            raise ValueError(f"method '{cls.name}' declines protocol '{protocol}': {cls.declined[protocol]}")
+        if protocol not in cls.protocols:
+            raise ValueError(f"method '{cls.name}' does not support protocol '{protocol}' "
+                             f"(supports {', '.join(p for p in cls.protocols if p not in cls.declined)})")
 
     @classmethod
     def info(cls) -> dict[str, Any]:
@@ -323,14 +334,16 @@ def restrict_to_tasks(class_logits: torch.Tensor, batch: Batch, scenario: "Scena
     return class_logits.masked_fill(~allowed, float("-inf"))
 
 
-def classification_loss(batch: Batch, out: ModelOutput, scenario: "Scenario") -> torch.Tensor | None:
-    """Cross-entropy on the clip's class over the classes seen so far (TIL: over its task's classes)."""
+def classification_loss(batch: Batch, out: ModelOutput, scenario: "Scenario", *,
+                        own_task_only: bool = False) -> torch.Tensor | None:
+    """Cross-entropy on the clip's class over the classes seen so far (TIL, or `own_task_only` as
+    L2P's train_mask: over the classes of the clip's task)."""
     logits = out.class_logits
     if logits is None or not scenario.has_class_head:
         return None
     target = batch.class_index  # [B], model class index; -1 = unknown
     logits = clip_class_logits(logits, batch.size)
-    if scenario.protocol == "til":
+    if scenario.protocol == "til" or own_task_only:
         logits = restrict_to_tasks(logits, batch, scenario)
     keep = target >= 0
     if not bool(keep.any()):
