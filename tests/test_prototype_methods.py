@@ -27,12 +27,7 @@ from clavs.methods.ranpac import RanPAC
 from clavs.protocols.scenario import Task
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # ================================================================== oracles (numpy, after the originals)
