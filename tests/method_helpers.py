@@ -55,8 +55,8 @@ def random_batch(seed: int, b: int = 3, *, masks: str = "random", task_id: int =
 def fake_ctx(task_free: bool = False) -> types.SimpleNamespace:
     """What a method reads of MethodContext, without Fabric."""
     return types.SimpleNamespace(device=torch.device("cpu"), autocast=contextlib.nullcontext, task_free=task_free,
-                                 all_reduce_sum=lambda t: t, shard=lambda data: data, world_size=1, config={},
-                                 log=lambda m: None,
+                                 all_reduce_sum=lambda t: t, shard=lambda data: data, world_size=1, rank=0,
+                                 config={}, log=lambda m: None,
                                  data_source=None)
 
 

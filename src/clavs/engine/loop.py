@@ -212,6 +212,8 @@ class Trainer:
         batch = self.method.augment_batch(batch)
         with self.fabric.autocast():  # the student's forward (wrapped) and any teacher's alike
             terms = self.method.training_step(batch, wrapped)
+        if not terms:  # nothing to learn from this batch (a method that has stopped learning): no backward, no step
+            return 0.0
         total = sum(terms.values())
         if not self._all_finite(total):
             detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())

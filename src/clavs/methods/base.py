@@ -11,7 +11,11 @@ Hook order (the engine calls them; tests/test_method_api.py pins it):
         every step:
             batch = augment_batch(batch)           add samples (replayed, generated, grafted)
             terms = training_step(batch, model)    forward(s) through `model`, named loss terms; the
-                                                   engine sums them, under autocast
+                                                   engine sums them, under autocast. An empty dict:
+                                                   nothing to learn from this batch; the engine skips
+                                                   backward, after_backward, the optimiser step and
+                                                   after_step (the step still counts; every process
+                                                   must return {} at the same steps)
             backward of the sum
             after_backward()                       raw gradients (importance, gradient reweighting)
             gradient clipping, optimiser step
@@ -245,7 +249,8 @@ class Method:
         return batch
 
     def training_step(self, batch: Batch, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Forward(s) through `model` (the engine's wrapped network) and named loss terms."""
+        """Forward(s) through `model` (the engine's wrapped network) and named loss terms ({}: nothing to
+        learn from this batch, e.g. a method that stopped learning mid-stream; the engine skips the update)."""
         return self.task_loss(batch, model(batch))
 
     def task_loss(self, batch: Batch, out: ModelOutput) -> dict[str, torch.Tensor]:

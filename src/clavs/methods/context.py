@@ -46,6 +46,11 @@ class MethodContext:
     def world_size(self) -> int:
         return self.fabric.world_size
 
+    @property
+    def rank(self) -> int:
+        """This process's index (0..world_size-1): a statistics pass over unsharded data can take its share."""
+        return self.fabric.global_rank
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum a statistic (Fisher, path integral, prototype sums, ...) over all processes."""
         if self.fabric.world_size == 1:

@@ -1,5 +1,5 @@
 """The plain AVS network of the paper's family (1): the baselines that adapt classic exemplar-free
-continual-learning methods to AVS (Finetune, LwF, EWC, SI, MAS, L2P, and next RanPAC, FeCAM, DGR, PANDA).
+continual-learning methods to AVS (Finetune, LwF, EWC, SI, MAS, L2P, RanPAC, FeCAM, DGR, PANDA).
 
 A visual encoder, the frozen audio encoder's embeddings, a simple fusion and a segmentation decoder,
 with none of ATLAS's parts (no LoRA, no pre-fusion conditioning, no cross-attention):
