@@ -39,7 +39,7 @@ from clavs.methods.finetune import Finetune
 @dataclass
 class PandaHparams:
     beta: float = 0.5                      # inter-task smoothing of the min/max class ratios (paper: adaptive; fixed here)
-    gap_threshold: float = 0.1             # q: graft only when the smoothed max - min ratio exceeds it
+    gap_threshold: float = 0.0             # q: graft only when the smoothed max - min ratio exceeds it (validation: 0.0 over 0.1)
     max_graft_fraction: float = 1.0        # ours: grafts per batch at most this share of its clips
     classless_graft_fraction: float = 0.25  # ours: without class labels, each clip donates with this probability
 
