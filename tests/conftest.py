@@ -18,3 +18,24 @@ def clavs_home(tmp_path_factory):
         os.environ.pop("CLAVS_HOME", None)
     else:
         os.environ["CLAVS_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a test module, as the smoke preset's engine.threads=1: tiny networks gain
+    nothing from more, and lose a lot when the cores are shared. Use with pytest.mark.usefixtures."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(clavs_home, tmp_path_factory):
+    """run(method, protocol, *overrides, runs_dir=None) -> run directory of a smoke-preset run (random
+    encoders, tests/method_helpers.py SPLIT); each distinct run is trained once per test module."""
+    from method_helpers import smoke_runner
+
+    return smoke_runner(tmp_path_factory.mktemp("method_runs"))

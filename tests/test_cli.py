@@ -24,8 +24,16 @@ def test_run_help_explains_options(capsys):
         main(["run", "--help"])
     out = capsys.readouterr().out
     for opt in ("--method", "--protocol", "--split", "--preset", "--data-root", "--runs-dir", "--seed", "--epochs",
-                "--devices", "--accelerator", "--resume", "key=value"):
+                "--devices", "--num-nodes", "--accelerator", "--precision", "--resume", "key=value"):
         assert opt in out
+
+
+@pytest.mark.parametrize("flag,value,key", [("--precision", "8-bit", "engine.precision"),
+                                            ("--num-nodes", "0", "engine.num_nodes")])
+def test_distributed_options_reach_the_config(capsys, tmp_path, flag, value, key):
+    code = main(["run", "--runs-dir", str(tmp_path), flag, value])
+    assert code == 2
+    assert key in capsys.readouterr().err  # validated as the config key it sets
 
 
 def test_unknown_override_is_an_error_listing_valid_keys(capsys, tmp_path):
@@ -128,16 +136,36 @@ def test_table_validation_split_markdown_and_exemplar_mark(capsys, tmp_path):
                               split=split)
         run.write_profile({"method": {"name": "replayer", "family": "replay", "uses_exemplars": True}})
         run.mark_done()
-    assert main(["table", str(tmp_path), "--split", "val", "--format", "md"]) == 0
+    assert main(["table", str(tmp_path), "--split", "val", "--format", "md", "--layout", "runs"]) == 0
     out = capsys.readouterr().out
     assert "| x | cil | replayer | E | 0,1 | 42.00 ± 2.83 |" in out  # the two seeds of one config: one row
-    assert main(["table", str(tmp_path), "--format", "md"]) == 0
+    assert main(["table", str(tmp_path), "--format", "md", "--layout", "runs"]) == 0
     assert "52.00 ± 2.83" in capsys.readouterr().out
+    assert main(["table", str(tmp_path), "--format", "csv", "--layout", "runs"]) == 2
+    assert "--layout runs prints rich or md" in capsys.readouterr().err
 
 
 def test_methods_lists_families(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│ ") and line.split("│")[1].strip()}
     for name in ("finetune", "lwf", "ewc", "si", "mas", "atlas"):
-        assert any(line.startswith(name + " ") for line in out.splitlines()), name
-    assert "(1) exemplar-free CL adapted to AVS" in out and "ATLAS (ours)" in out
+        assert name in rows, name
+        # family, whether it stores data, and the protocols it runs
+        assert "│ no " in rows[name] and "til,cil,dil,tfcl" in rows[name], rows[name]
+    assert "(1) exemplar-free CL adapted to AVS" in rows["ewc"] and "ATLAS (ours)" in rows["atlas"]
+
+
+def test_a_declined_protocol_is_listed_with_its_reason_and_refused_with_it(capsys, monkeypatch):
+    from clavs.methods import get_method_class
+
+    cls = get_method_class("mas")
+    monkeypatch.setattr(cls, "declined", {"tfcl": "needs task boundaries to fit its statistics"})
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "mas declines tfcl: needs task boundaries to fit its statistics" in out
+    row = next(line for line in out.splitlines() if line.startswith("│ mas "))
+    assert "til,cil,dil" in row and "tfcl" not in row
+    with pytest.raises(ValueError, match="method 'mas' declines protocol 'tfcl': needs task boundaries"):
+        cls.check_protocol("tfcl")
+    cls.check_protocol("cil")  # accepted

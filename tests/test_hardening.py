@@ -597,7 +597,7 @@ def test_7_table_runs_and_show_skip_and_name_a_damaged_run(tmp_path, capsys):
     (bad_matrices / "matrices.json").write_text("{ torn")
     bad_config = _fake_run(tmp_path / "bad_config", 6)
     (bad_config / "config.yaml").write_text("seed: [unclosed")
-    assert main(["table", str(tmp_path), "--format", "md"]) == 0
+    assert main(["table", str(tmp_path), "--format", "md", "--layout", "runs"]) == 0
     captured = capsys.readouterr()
     assert "| x | cil | atlas |  | 0,2 | 51.00 ± 1.41 |" in captured.out
     assert f"skipped damaged run {bad_matrices}" in captured.err and "matrices.json" in captured.err

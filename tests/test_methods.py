@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 import os
 import subprocess
@@ -16,19 +15,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 from method_helpers import (
+    check_finished,
     engine_step,
     fake_ctx,
     fake_scenario,
     make_method,
     make_task,
     random_batch,
+    read_json,
     tiny_atlas,
     tiny_plain,
 )
 from torch import nn
 
-from clavs.config import resolve_config
-from clavs.engine.runner import run_experiment
 from clavs.methods.atlas import Atlas, AtlasHparams
 from clavs.methods.ewc import EWC
 from clavs.methods.finetune import Finetune
@@ -490,65 +489,17 @@ def test_til_prediction_depends_on_the_task_id():
 
 # ================================================================== B. end to end (SynthAVS smoke)
 
-FAST = ["model.visual_weights=none", "model.audio_weights=none"]
-SPLIT = {"til": ["protocol.split=11-6"], "cil": ["protocol.split=11-6"], "dil": ["protocol.split=11-6"],
-         # the smoke MS3 data is tiny: three hidden tasks; consolidate often enough to exercise it
-         "tfcl": ["protocol.split=31-5", "protocol.num_tasks=3"]}
-
-
-@pytest.fixture(scope="module")
-def smoke_run(clavs_home, tmp_path_factory):
-    """run(method, protocol, *overrides) -> run directory; each distinct run is trained once per module.
-    (clavs_home: tests/conftest.py, a fresh CLAVS_HOME for this module.)"""
-    done: dict[tuple, object] = {}
-    root = tmp_path_factory.mktemp("method_runs")
-
-    def run(method: str, protocol: str, *overrides: str, runs_dir=None):
-        key = (method, protocol, overrides, str(runs_dir))
-        if key not in done:
-            config = resolve_config(preset="smoke", method=method,
-                                    options={"runs_dir": str(runs_dir or root / f"r{len(done)}"), "progress": False,
-                                             "protocol.name": protocol},
-                                    overrides=[*FAST, *SPLIT[protocol], *overrides])
-            done[key] = run_experiment(config)
-        return done[key]
-
-    return run
-
-
-def _json(path, name):
-    return json.loads((path / name).read_text())
-
-
-def _check_finished(path, method: str, num_tasks: int | None = None) -> int:
-    assert (path / "DONE").exists()
-    matrices = _json(path, "matrices.json")
-    T = matrices["tasks"]
-    assert T >= 2 and (num_tasks is None or T == num_tasks)
-    for name, m in matrices["metrics"].items():
-        R = m["R"]
-        assert len(R) == T and all(len(row) == T for row in R), name
-        assert all(R[t][t] is not None for t in range(T)), name
-    for name in ("summary.json", "summary_val.json", "matrices_val.json", "profile.json"):
-        assert (path / name).exists(), name
-    assert "map" in _json(path, "summary.json") and "map" in _json(path, "summary_val.json")
-    profile = _json(path, "profile.json")
-    assert profile["method"]["name"] == method and profile["method"]["uses_exemplars"] is False
-    assert profile["tasks_done"] == T
-    return T
-
-
 @pytest.mark.parametrize("protocol", ["til", "cil", "dil", "tfcl"])
 @pytest.mark.parametrize("method", ["lwf", "ewc", "si", "mas"])
 def test_method_runs_to_done_in_every_protocol(smoke_run, method, protocol):
     extra = ("protocol.anytime_every=1", "method.consolidate_every=2") if protocol == "tfcl" else ()
     path = smoke_run(method, protocol, *extra)
-    T = _check_finished(path, method, 3 if protocol == "tfcl" else None)
+    T = check_finished(path, method, 3 if protocol == "tfcl" else None)
     assert len(list((path / "checkpoints").glob("task_*.pt"))) == T
     if protocol == "tfcl":
-        anytime = _json(path, "anytime.json")
+        anytime = read_json(path, "anytime.json")
         assert len(anytime["points"]) >= 1
-        a_auc = _json(path, "summary.json")["map"]["a_auc"]
+        a_auc = read_json(path, "summary.json")["map"]["a_auc"]
         assert isinstance(a_auc, (int, float)) and math.isfinite(a_auc)
         log = (path / "log.txt").read_text()
         assert "DONE" in log
@@ -561,7 +512,7 @@ def test_method_runs_to_done_in_every_protocol(smoke_run, method, protocol):
 
 def test_tfcl_with_visible_boundaries_finishes(smoke_run):
     path = smoke_run("si", "tfcl", "protocol.boundaries=visible")
-    _check_finished(path, "si", 3)
+    check_finished(path, "si", 3)
     assert not (path / "anytime.json").exists()
 
 
@@ -587,10 +538,17 @@ def test_table_shows_the_lra_ablation_as_two_rows(smoke_run, tmp_path, clavs_hom
     assert all(r["experiment"] == "lra_ablation" and r["seeds"] == [0] for r in rows)
 
     env = dict(os.environ, CLAVS_HOME=str(clavs_home))
-    out = subprocess.run([sys.executable, "-m", "clavs.cli", "table", str(runs)], env=env, capture_output=True,
-                         text=True, timeout=120, check=False)
+    out = subprocess.run([sys.executable, "-m", "clavs.cli", "table", str(runs), "--layout", "runs"], env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert "atlas method.lra=true" in out.stdout and "atlas method.lra=false" in out.stdout
+    # the paper's layout: the default ATLAS in Table 1, both in Table 2 with the switch as a column
+    from clavs.reports.benchmark_table import build_benchmark_table
+
+    table1, table2 = build_benchmark_table(runs).sections
+    default = next(r for r in rows if r["variant"]["method.lra"] is True)
+    assert [r.label for r in table1.rows] == ["atlas"] and table1.rows[0].cells[0].mean == default["aa"][0]
+    assert [r.switches for r in table2.rows] == [{"method.lra": True}, {"method.lra": False}]
 
 
 def test_atlas_decoder_base_trains_after_the_first_task_only_with_the_extension():

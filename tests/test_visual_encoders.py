@@ -202,3 +202,36 @@ def test_save_backbone_merges_lora_and_reloads(tmp_path):
     assert not any("lora" in k for k in torch.load(path, weights_only=True))
     reloaded = create_visual_encoder("tiny", weights=path).eval()
     torch.testing.assert_close(reloaded(x).tokens, adapted.tokens, rtol=1e-4, atol=1e-5)
+
+
+def test_vit_prefix_tokens_attend_and_are_dropped_from_every_output():
+    source = _small_vit_source()
+    enc = create_visual_encoder("vit_tiny_patch16_224", img_size=32, out_indices=(0, 2), normalize_input=False,
+                                **SMALL_VIT).eval()
+    enc.model.load_state_dict({k: v for k, v in source.state_dict().items() if not k.startswith("head.")})
+    x = torch.randn(2, 3, 32, 32)
+    plain = enc(x)
+    empty = enc(x, prefix_tokens=x.new_zeros(2, 0, 48))  # the prompted path without prompts: timm's forward
+    assert all(torch.equal(a, b) for a, b in zip(plain.maps, empty.maps))
+    assert torch.equal(plain.tokens, empty.tokens) and torch.equal(plain.pooled, empty.pooled)
+
+    prompts = torch.randn(2, 5, 48)
+    feats = enc(x, prefix_tokens=prompts)
+    # oracle: [cls, prompts, patches] through the blocks by hand, prompts cut from every output
+    tokens = source._pos_embed(source.patch_embed(x))
+    tokens = torch.cat([tokens[:, :1], prompts, tokens[:, 1:]], dim=1)
+    taps = []
+    for blk in source.blocks:
+        tokens = blk(tokens)
+        taps.append(tokens[:, 6:].reshape(2, 4, 4, 48).permute(0, 3, 1, 2))
+    assert [tuple(m.shape) for m in feats.maps] == [(2, 48, 4, 4)] * 2 and feats.grid == (4, 4)
+    torch.testing.assert_close(feats.maps[0], taps[0])
+    torch.testing.assert_close(feats.maps[1], taps[2])
+    torch.testing.assert_close(feats.tokens, source.norm(tokens)[:, 6:])
+    torch.testing.assert_close(feats.pooled, source.norm(tokens)[:, 0])
+    assert not torch.allclose(feats.tokens, plain.tokens)  # the patches attended to the prompts
+    with pytest.raises(ValueError, match=r"prefix_tokens must be \[B=2, P, C=48\]"):
+        enc(x, prefix_tokens=torch.randn(2, 5, 7))
+    pvt = create_visual_encoder("pvt_v2_b0", img_size=32).eval()
+    with pytest.raises(ValueError, match="prefix tokens .* need a ViT encoder; pvt_v2_b0"):
+        pvt(torch.rand(1, 3, 32, 32), prefix_tokens=torch.randn(1, 5, 32))

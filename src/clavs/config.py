@@ -4,7 +4,9 @@ hyperparameters, then command-line options and `key=value` overrides. Unknown ke
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import os
 import re
 from importlib import resources
 from typing import Any, Iterable
@@ -14,6 +16,7 @@ import yaml
 from clavs.errors import ClavsError
 from clavs.metrics.names import MATRIX_METRICS
 from clavs.protocols.scenario import PROTOCOLS
+from clavs.utils.io import read_yaml_mapping
 
 PRESETS = ("smoke", "default", "paper")
 _DECIMAL_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -26,7 +29,10 @@ class ConfigError(ClavsError, ValueError):
     """A config key or value the user gave is not valid; the message names it."""
 
 
+@functools.lru_cache(maxsize=None)
 def _load_yaml(name: str) -> dict[str, Any]:
+    """A shipped config file, parsed once per process (a sweep resolves many configs); callers must not
+    modify it (deep_merge copies)."""
     text = resources.files("clavs.configs").joinpath(name).read_text()
     return yaml.safe_load(text) or {}
 
@@ -92,17 +98,28 @@ def _unknown_key_message(config: dict[str, Any], key: str) -> str:
     return f"unknown config key '{key}'; valid keys: {', '.join(near)}"
 
 
+def load_config_file(path: str | os.PathLike) -> list[tuple[str, Any]]:
+    """The values of a config file (`clavs run --config FILE`; what `clavs select` writes) as dotted
+    (key, value) pairs: a YAML mapping holding any part of the config, e.g. `method: {name: atlas, lra_lambda: 5.0}`."""
+    data = read_yaml_mapping(path, ConfigError, where=f"--config {path}",
+                             expected="a mapping of config values (e.g. method: {name: atlas})")
+    return list(flatten(data).items())
+
+
 def resolve_config(
     *,
     preset: str = "default",
     method: str | None = None,
     options: dict[str, Any] | None = None,
     overrides: Iterable[str] = (),
+    config_file: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Build the fully resolved config dict of a run.
 
-    options: values of named command-line options as dotted keys ({'protocol.name': 'til', ...}),
-    applied before `overrides` (['method.lra=false', ...]).
+    Later wins: base.yaml, the preset, the method's declared defaults, the values of `config_file`,
+    `options` (named command-line options as dotted keys, {'protocol.name': 'til', ...}), then
+    `overrides` (['method.lra=false', ...]). The method is --method or a method.name override, else
+    the file's method.name, else base.yaml's.
     """
     from clavs.methods import get_method_class  # late: methods import the engine's types
 
@@ -111,24 +128,36 @@ def resolve_config(
     config = deep_merge(_load_yaml("base.yaml"), _load_yaml(f"preset_{preset}.yaml"), strict=True)
     config["preset"] = preset
     parsed = [parse_override(o) for o in overrides]
+    from_file = load_config_file(config_file) if config_file is not None else []
     # The method decides which hyperparameters exist, so settle it first.
     for key, value in list((options or {}).items()) + parsed:
         if key == "method.name" and value is not None:
             method = value
-    method = method or config["method"]["name"]
+    method = method or dict(from_file).get("method.name") or config["method"]["name"]
     method_cls = get_method_class(method)
+    if dict(from_file).get("method.name") not in (None, method_cls.name):
+        raise ConfigError(f"--config {config_file} holds settings of method '{dict(from_file)['method.name']}', "
+                          f"not of '{method_cls.name}'")
     config["method"] = {"name": method_cls.name, **method_cls.default_hparams(config)}
+
+    def apply(pairs: list[tuple[str, Any]], where: str) -> None:
+        for key, value in pairs:
+            if key == "method.name":
+                continue
+            if key.startswith("method.") and key.split(".", 1)[1] not in config["method"]:
+                valid = ", ".join(sorted(k for k in config["method"] if k != "name")) or "(none)"
+                raise ConfigError(f"{where}unknown hyperparameter '{key}' for method '{method_cls.name}'; valid: {valid}")
+            try:
+                apply_override(config, key, value)
+            except ConfigError as e:
+                raise ConfigError(f"{where}{e}") from None
+
+    apply(from_file, f"--config {config_file}: ")
     for key, value in (options or {}).items():
         if value is not None:
             apply_override(config, key, value)
-    named = {k for k, v in (options or {}).items() if v is not None} | {k for k, _ in parsed}
-    for key, value in parsed:
-        if key == "method.name":
-            continue
-        if key.startswith("method.") and key.split(".", 1)[1] not in config["method"]:
-            valid = ", ".join(sorted(k for k in config["method"] if k != "name")) or "(none)"
-            raise ConfigError(f"unknown hyperparameter '{key}' for method '{method_cls.name}'; valid: {valid}")
-        apply_override(config, key, value)
+    named = {k for k, v in (options or {}).items() if v is not None} | {k for k, _ in parsed + from_file}
+    apply(parsed, "")
     if "protocol.split" not in named:
         config["protocol"]["split"] = DEFAULT_SPLITS.get(config["protocol"]["name"], config["protocol"]["split"])
     method_cls.validate_hparams(config["method"])

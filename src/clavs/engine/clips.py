@@ -234,17 +234,29 @@ def _decode(dataset: Any, key: str, progress: Callable[[int, int], None] | None,
     return ClipStore(**blob, key=key)
 
 
-@torch.no_grad()
-def embed_audio(store: ClipStore, encoder: torch.nn.Module, encoder_id: str, *,
-                batch_size: int = 256, use_cache: bool = True,
-                progress: Callable[[int, int], None] | None = None) -> None:
-    """Run the frozen audio encoder once over every frame-second; cached by (data, encoder)."""
+def embedding_numerics(device: torch.device) -> str:
+    """What the embeddings' numbers depend on besides data and weights: the CPU kernels (kernel_tag),
+    or the accelerator's kind and model (a GPU's kernels round differently from the CPU's and from
+    another model's, e.g. TF32 convolutions), so that a cache entry serves only the same numerics."""
     from clavs.utils.kernels import kernel_tag
 
-    key = hashlib.sha1(f"{store.key}|{encoder_id}|{kernel_tag()}".encode()).hexdigest()[:16]
+    if device.type == "cpu":
+        return kernel_tag()  # the key of every CPU entry made before embedding could run elsewhere
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return f"{device.type}:{name}"
+
+
+@torch.no_grad()
+def embed_audio(store: ClipStore, encoder: torch.nn.Module, encoder_id: str, *,
+                batch_size: int = 256, use_cache: bool = True, device: torch.device | str = "cpu",
+                progress: Callable[[int, int], None] | None = None) -> None:
+    """Run the frozen audio encoder once over every frame-second, `batch_size` at a time on `device`
+    (the run's accelerator); cached by (data, encoder, numerics of the device)."""
+    device = torch.device(device)
+    key = hashlib.sha1(f"{store.key}|{encoder_id}|{embedding_numerics(device)}".encode()).hexdigest()[:16]
     path = cache_home() / "audio" / f"{key}.pt"
     if not use_cache:
-        _embed(store, encoder, batch_size, progress)
+        _embed(store, encoder, batch_size, device, progress)
         return
 
     def cached() -> torch.Tensor | None:
@@ -264,25 +276,26 @@ def embed_audio(store: ClipStore, encoder: torch.nn.Module, encoder_id: str, *,
             _note(f"audio-embedding cache entry {path} is damaged or unverified "
                   f"({entry_problem(path) or 'unreadable'}); embedding again")
             _remove(path)
-        _embed(store, encoder, batch_size, progress)
+        _embed(store, encoder, batch_size, device, progress)
         write_entry(path, store.audio)
 
 
-def _embed(store: ClipStore, encoder: torch.nn.Module, batch_size: int,
+def _embed(store: ClipStore, encoder: torch.nn.Module, batch_size: int, device: torch.device,
            progress: Callable[[int, int], None] | None) -> None:
     assert store.waveforms is not None, "waveforms are needed to embed audio"
     N, T, S = store.waveforms.shape
     flat = store.waveforms.reshape(N * T, S)
-    encoder.eval()
+    encoder.to(device).eval()
     rate = int(getattr(encoder, "sample_rate", 16000))
     outs = []
     for i in range(0, flat.shape[0], batch_size):
         chunk = flat[i : i + batch_size]
-        if rate != 16000:  # AVSBench audio is 16 kHz; e.g. the 32 kHz Cnn14 needs it resampled
+        if rate != 16000:  # AVSBench audio is 16 kHz; e.g. the 32 kHz Cnn14 needs it resampled (float64, on the CPU)
             from clavs.models.encoders.cnn14 import resample_audio
 
             chunk = resample_audio(chunk, 16000, rate)
-        outs.append(encoder.embed(chunk).float())
+        chunk = chunk.to(device, non_blocking=True)
+        outs.append(encoder.embed(chunk).float().cpu())
         if progress:
             progress(min(i + batch_size, flat.shape[0]), flat.shape[0])
     store.audio = torch.cat(outs).reshape(N, T, -1).contiguous()

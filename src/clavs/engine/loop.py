@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from clavs.batch import Batch
 from clavs.engine.clips import ClipStore, ClipSubset
+from clavs.engine.distributed import all_gather_rows, fresh_clips_in_step, gather_stats, shard, shard_positions, training_share
 from clavs.engine.evaluate import evaluate_batches
-from clavs.methods.context import MethodContext
+from clavs.methods.context import MethodContext, TaskData
 from clavs.utils.seeding import seed_all, task_seed
 
 
@@ -115,23 +116,39 @@ class Trainer:
             yield batch.with_frame_ids(labelled_frame_ids(batch))
 
     def loader(self, split: str, indices: Sequence[int], *, task_id: int, train: bool, seed: int = 0) -> Iterator[Batch]:
-        """Batches of the clips `indices` of `split`; task_id is what the batch reveals (-1: nothing)."""
+        """Batches of the clips `indices` of `split`; task_id is what the batch reveals (-1: nothing).
+        train: this process's share of the clips, in the epoch order drawn from `seed`
+        (engine/distributed.py: with W processes of batch B, step k is a single process's step k of
+        batch B*W); otherwise all of `indices`, in order."""
         store = getattr(self.stores, split)
         subset = ClipSubset(store, indices, self.stores.class_index[split], task_id)
         tc = self.cfg["train"]
         batch_size = tc["batch_size"] if train else tc["eval_batch_size"]
-        if train and self.fabric.world_size > 1:
-            # Training is sharded across processes, shuffled from the run's seed for every epoch.
-            sampler = DistributedSampler(subset, num_replicas=self.fabric.world_size, rank=self.fabric.global_rank,
-                                         shuffle=True, seed=seed)
-            dl = DataLoader(subset, batch_size=batch_size, sampler=sampler, num_workers=tc["num_workers"],
-                            collate_fn=Batch.collate)
-            return self._batches(self.fabric.setup_dataloaders(dl, use_distributed_sampler=False, move_to_device=False))
-        # Evaluation is not sharded: every rank scores the whole set, so the numbers rank 0 writes do
-        # not depend on the number of devices.
-        gen = torch.Generator().manual_seed(seed)
-        return self._batches(DataLoader(subset, batch_size=batch_size, shuffle=train, generator=gen if train else None,
+        order = training_share(len(subset), seed, self.fabric.global_rank, self.fabric.world_size) if train else None
+        # The generator only gives the DataLoader its workers' base seed; evaluation loaders draw it
+        # from the global RNG, as they always have (so that runs keep their numbers).
+        gen = torch.Generator().manual_seed(seed) if train else None
+        return self._batches(DataLoader(subset, batch_size=batch_size, sampler=order, generator=gen,
                                         num_workers=tc["num_workers"], drop_last=False, collate_fn=Batch.collate))
+
+    def steps_per_epoch(self, clips: int) -> int:
+        """Training steps of one epoch over `clips` clips (every process takes as many)."""
+        return math.ceil(math.ceil(clips / self.fabric.world_size) / self.cfg["train"]["batch_size"])
+
+    def task_data(self, split: str, indices: Sequence[int], task_id: int) -> TaskData:
+        """Clips handed to a method (end_task, consolidate, ctx.data): all of them, or this process's share."""
+        def batches(share: bool) -> Iterator[Batch]:
+            mine = self._shard(indices) if share else indices
+            return self.loader(split, mine, task_id=task_id, train=False)
+        return TaskData(batches)
+
+    def _shard(self, indices: Sequence[int]) -> list[int]:
+        """This process's share of clips to score or pass over: whole evaluation batches, dealt
+        round-robin (engine/distributed.py), so that every batch is one a single process forms too."""
+        return shard(indices, self.fabric.global_rank, self.fabric.world_size, self.cfg["train"]["eval_batch_size"])
+
+    def _gather(self, local: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return all_gather_rows(self.fabric, local)
 
     def train_task_id(self, t: int) -> int:
         return -1 if self.task_free else t
@@ -140,26 +157,33 @@ class Trainer:
         return j if self.scenario.tasks[j].task_id_visible else -1
 
     # -- evaluation ------------------------------------------------------------------------
-    def score(self, split: str, indices: Sequence[int], task_id: int) -> dict[str, float]:
+    def score(self, split: str, indices: Sequence[int], task_id: int) -> dict[str, Any]:
+        """Every metric on the clips `indices`: each process scores its share (_shard), and the states
+        of all are merged (engine/evaluate.py), so every process returns the whole set's scores."""
+        positions = shard_positions(len(indices), self.fabric.global_rank, self.fabric.world_size,
+                                    self.cfg["train"]["eval_batch_size"])
+        mine = [indices[p] for p in positions]
         with self.fabric.autocast():
-            return evaluate_batches(self.method, self.loader(split, indices, task_id=task_id, train=False),
-                                    has_classes=self.scenario.has_class_head)
+            return evaluate_batches(self.method, self.loader(split, mine, task_id=task_id, train=False),
+                                    has_classes=self.scenario.has_class_head, positions=positions,
+                                    gather=self._gather if self.fabric.world_size > 1 else None)
 
-    def score_task(self, split: str, j: int) -> dict[str, float]:
+    def score_task(self, split: str, j: int) -> dict[str, Any]:
         """Every metric of `method.predict` on task j's clips of `split` (task id given only in TIL)."""
         return self.score(split, getattr(self.scenario.tasks[j], split), self.test_task_id(j))
 
-    def evaluate_row(self, split: str, after_task: int | None) -> tuple[dict[str, list[float]], int]:
+    def evaluate_row(self, split: str, after_task: int | None) -> tuple[dict[str, list[float]], list[int]]:
         """Scores on `split` after training `after_task` (None: before any training) on the tasks the
         scenario's schedule names (seen tasks and the next one), NaN elsewhere: (metric -> list of T
-        values, frames scored)."""
+        values, frames scored by each process)."""
         row: dict[str, list[float]] = {}
-        frames = 0
+        frames = [0] * self.fabric.world_size
         for j in self.scenario.tasks_to_evaluate(after_task):
             if not getattr(self.scenario.tasks[j], split):
                 continue
             scores = self.score_task(split, j)
-            frames += scores.pop("_frames")
+            del scores["_frames"]
+            frames = [a + b for a, b in zip(frames, scores.pop("_frames_by_rank"))]
             for name, value in scores.items():
                 row.setdefault(name, [math.nan] * self.T)[j] = float(value)
         return row, frames
@@ -170,6 +194,7 @@ class Trainer:
         start = time.perf_counter()
         scores = self.score("test", seen, -1)
         frames = scores.pop("_frames")
+        del scores["_frames_by_rank"]
         state.anytime.append({"step": state.step, "clips_seen": state.profile.get("clips_seen", 0), "task": t,
                               "frames": frames, "seconds": time.perf_counter() - start, "scores": scores})
         self.method.model.train()
@@ -187,6 +212,8 @@ class Trainer:
         batch = self.method.augment_batch(batch)
         with self.fabric.autocast():  # the student's forward (wrapped) and any teacher's alike
             terms = self.method.training_step(batch, wrapped)
+        if not terms:  # nothing to learn from this batch (a method that has stopped learning): no backward, no step
+            return 0.0
         total = sum(terms.values())
         if not self._all_finite(total):
             detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
@@ -236,13 +263,12 @@ class Trainer:
         seed_all(task_seed(self.cfg["seed"], t))
         model = self.method.model
         self.method.begin_task(task)
-        self.ctx.data_source = lambda split: self.loader(split, getattr(task, split), task_id=t, train=False)
+        self.ctx.data_source = lambda split: self.task_data(split, getattr(task, split), t)
         wrapped, optimizer = self._optimizer()
         stats = self._stats(t)
         if wrapped is not None and len(task.train) > 0:
             best_score, best_state, best_method_state = -math.inf, None, None
-            steps_per_epoch = math.ceil(len(task.train) / tc["batch_size"])
-            bar = self._bar(f"task {t + 1}/{self.T} train", tc["epochs"] * steps_per_epoch)
+            bar = self._bar(f"task {t + 1}/{self.T} train", tc["epochs"] * self.steps_per_epoch(len(task.train)))
             for epoch in range(tc["epochs"]):
                 model.train()
                 start = time.perf_counter()
@@ -291,13 +317,13 @@ class Trainer:
         interval = self.method.consolidation_interval()
         every = pc.get("anytime_every") or 0
         window = list(state.window)
-        self.ctx.data_source = lambda split: self.loader(split, sorted(set(window)), task_id=-1, train=False)
+        self.ctx.data_source = lambda split: self.task_data(split, sorted(set(window)), -1)
         for t in range(state.next_task, self.T):
             task = self.scenario.tasks[t]
             seed_all(task_seed(self.cfg["seed"], t))
             stats = self._stats(t)
             start_task = time.perf_counter()
-            bar = self._bar(f"stream {t + 1}/{self.T}", tc["epochs"] * math.ceil(len(task.train) / tc["batch_size"]))
+            bar = self._bar(f"stream {t + 1}/{self.T}", tc["epochs"] * self.steps_per_epoch(len(task.train)))
             for epoch in range(tc["epochs"] if task.train else 0):
                 model.train()
                 start = time.perf_counter()
@@ -311,9 +337,11 @@ class Trainer:
                     stats["steps"] += 1
                     stats["train_frames"] += batch.size * len(batch.decoded_frames)
                     window.extend(batch.index.tolist())
-                    if epoch == 0:
-                        state.profile["clips_seen"] = state.profile.get("clips_seen", 0) + batch.size
+                    if epoch == 0:  # every process's clips of this step, the padding excluded
+                        fresh = fresh_clips_in_step(i, tc["batch_size"], self.fabric.world_size, len(task.train))
+                        state.profile["clips_seen"] = state.profile.get("clips_seen", 0) + fresh
                     if interval and state.step % interval == 0:
+                        window[:] = self._all_windows(window)
                         model.eval()
                         self.method.consolidate(self.ctx.data("train"))
                         window.clear()
@@ -325,11 +353,19 @@ class Trainer:
                 stats["train_seconds"] += time.perf_counter() - start
             if bar is not None:
                 self.progress.remove_task(bar)
+            window[:] = self._all_windows(window)
             state.window = list(window)
             state.optimizer = optimizer.state_dict()
             self._after_task(state, t, stats, start_task)
         self.ctx.data_source = None
         return state
+
+    def _all_windows(self, window: list[int]) -> list[int]:
+        """The clips every process trained on since the last consolidation (each knows its own)."""
+        if self.fabric.world_size == 1:
+            return window
+        gathered = self._gather({"window": torch.tensor(window, dtype=torch.int64)})
+        return sorted(set(torch.cat([g["window"] for g in gathered]).tolist()))
 
     # -- the run ---------------------------------------------------------------------------
     def _after_task(self, state: LoopState, t: int, stats: dict[str, Any], start: float) -> None:
@@ -343,20 +379,34 @@ class Trainer:
             state.R.setdefault(name, [[math.nan] * self.T for _ in range(self.T)])[t] = values
         for name, values in val_row.items():
             state.R_val.setdefault(name, [[math.nan] * self.T for _ in range(self.T)])[t] = values
-        stats.update({
-            "eval_seconds": eval_seconds,
-            "eval_frames": eval_frames,
-            "eval_frames_per_s": eval_frames / eval_seconds if eval_seconds else None,
-            "train_frames_per_s": stats["train_frames"] / stats["train_seconds"] if stats["train_seconds"] else None,
-            "wall_seconds": time.perf_counter() - start,
-            "peak_memory_mb": peak_memory_mb(self.fabric.device),
-        })
+        stats.update({"eval_seconds": eval_seconds, "wall_seconds": time.perf_counter() - start})
+        self._totals_across_ranks(stats, eval_frames)
         state.profile["tasks"].append(stats)
         state.next_task = t + 1
         if self.on_task_end:
             start = time.perf_counter()
             self.on_task_end(t, state)
             stats["write_seconds"] = time.perf_counter() - start  # checkpoint and result files (in the next write)
+
+    def _totals_across_ranks(self, stats: dict[str, Any], eval_frames_by_rank: list[int]) -> None:
+        """profile.json's numbers for the whole job: frames summed over the processes (and each one's),
+        seconds of this process (rank 0 writes) and of the slowest one, rates = all frames / slowest."""
+        own = {"train_frames": stats["train_frames"], "train_seconds": stats["train_seconds"],
+               "wall_seconds": stats["wall_seconds"], "peak_memory_mb": peak_memory_mb(self.fabric.device)}
+        ranks = gather_stats(self.fabric, own)
+        train_frames, eval_frames = int(sum(ranks["train_frames"])), int(sum(eval_frames_by_rank))
+        train_seconds = max(ranks["train_seconds"])
+        stats.update({
+            "train_frames": train_frames,
+            "train_frames_by_rank": [int(f) for f in ranks["train_frames"]],
+            "train_seconds_max": train_seconds,
+            "eval_frames": eval_frames,
+            "eval_frames_by_rank": list(eval_frames_by_rank),
+            "eval_frames_per_s": eval_frames / stats["eval_seconds"] if stats["eval_seconds"] else None,
+            "train_frames_per_s": train_frames / train_seconds if train_seconds else None,
+            "wall_seconds_max": max(ranks["wall_seconds"]),
+            "peak_memory_mb": max(ranks["peak_memory_mb"]),
+        })
 
     def run(self, state: LoopState) -> LoopState:
         """Continue from `state` (fresh: next_task == 0 and empty R) to the end of the scenario."""

@@ -66,7 +66,7 @@ class RestoredRun:
     task: int  # the checkpoint's task: tasks 0..task were trained
     checkpoint: Path
     fabric: Any  # lightning_fabric.Fabric (device and the run's autocast)
-    audio_encoder: Any  # the frozen audio encoder the run embedded its clips with (on the CPU, as there)
+    audio_encoder: Any  # the frozen audio encoder the run embedded its clips with
     audio_encoder_id: str
 
     @property
@@ -89,7 +89,8 @@ class RestoredRun:
         return choose_task_id(self.path, self.scenario, self.task, requested)
 
     def embed_waveforms(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """[N, T, 16000] mono 16 kHz seconds -> [N, T, D] embeddings, as the clip cache computes them."""
+        """[N, T, 16000] mono 16 kHz seconds -> [N, T, D] embeddings (on the CPU), as the clip cache computes
+        them, on the device the method predicts on (a run embeds on its own accelerator)."""
         from clavs.engine.clips import ClipStore, embed_audio
 
         n, t, samples = waveforms.shape
@@ -97,7 +98,7 @@ class RestoredRun:
             raise ValueError(f"embed_waveforms takes one-second rows of {DATA_SAMPLE_RATE} samples, got {samples}")
         store = ClipStore(frames=torch.empty(n, 0), masks=torch.empty(n, 0), mask_valid=torch.empty(n, 0),
                           labels=torch.full((n,), -1), video_ids=[""] * n, waveforms=waveforms.float())
-        embed_audio(store, self.audio_encoder, self.audio_encoder_id, use_cache=False)
+        embed_audio(store, self.audio_encoder, self.audio_encoder_id, use_cache=False, device=self.fabric.device)
         return store.audio
 
     @torch.no_grad()

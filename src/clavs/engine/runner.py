@@ -36,10 +36,14 @@ def dataset_root(config: dict[str, Any], *, progress: bool) -> Path:
         return path
     from clavs.data.synth import generate
 
-    preset, seed = config["data"]["synth_preset"], config["data"]["synth_seed"]
     # generate() returns at once for a complete build of these settings and redoes an interrupted one.
-    return generate(cache_home() / "data" / f"synthavs-{preset}-seed{seed}", preset=preset, seed=seed,
+    return generate(synth_root(config), preset=config["data"]["synth_preset"], seed=config["data"]["synth_seed"],
                     progress=progress)
+
+
+def synth_root(config: dict[str, Any]) -> Path:
+    """Where the SynthAVS build of the config's data.synth_preset and data.synth_seed lives in the cache."""
+    return cache_home() / "data" / f"synthavs-{config['data']['synth_preset']}-seed{config['data']['synth_seed']}"
 
 
 def check_run_target(path: Path) -> None:
@@ -135,14 +139,15 @@ def decode_stores(config: dict[str, Any], datasets: dict[str, Any], progress: An
 
 
 def embed_stores(config: dict[str, Any], datasets: dict[str, Any], stores: dict[str, ClipStore], scenario: Any,
-                 progress: Any) -> tuple[SplitStores, int]:
-    """Run the frozen audio encoder once per clip (cached) and map every clip to its model class index."""
+                 progress: Any, device: torch.device | str = "cpu") -> tuple[SplitStores, int]:
+    """Run the frozen audio encoder once per clip (cached), in batches on `device` (the run's
+    accelerator), and map every clip to its model class index."""
     encoder, enc_id = build_audio_encoder(config)
     for split, store in stores.items():
         total = len(store) * store.waveforms.shape[1]
         bar = progress.add_task(f"embed audio {split}", total=total) if progress else None
         cb = (lambda d, n, bar=bar: progress.update(bar, completed=d)) if progress else None
-        embed_audio(store, encoder, enc_id, use_cache=config["data"]["cache_frames"], progress=cb)
+        embed_audio(store, encoder, enc_id, use_cache=config["data"]["cache_frames"], device=device, progress=cb)
         store.waveforms = None  # embedded once; the raw audio is not needed again
         if progress:
             progress.remove_task(bar)
@@ -199,9 +204,25 @@ def write_results(run: RunDir, scenario: Any, state: LoopState, method: Any) -> 
     profile = dict(state.profile)
     from clavs.utils.kernels import kernel_report
 
+    fabric, engine = method.ctx.fabric, method.ctx.config["engine"]
+    # Frame counts and rates in `tasks` are of every process together (engine/loop.py _totals_across_ranks).
+    processes = {"world_size": fabric.world_size, "num_nodes": int(engine["num_nodes"]),
+                 "devices_per_node": fabric.world_size // int(engine["num_nodes"]), "device": fabric.device.type,
+                 "precision": str(engine["precision"])}
     profile.update({"method": method.info(), "cpu_kernels": kernel_report(), "total_parameters": total, "trainable_parameters_max": trainable,
-                    "tasks_done": state.next_task, "tasks_total": T})
+                    "tasks_done": state.next_task, "tasks_total": T, "processes": processes})
     run.write_profile(profile)
+
+
+def devices_per_node(engine: dict[str, Any]) -> int:
+    """How many processes engine.devices starts on a node: a count, a list of indices ('0,1'), or
+    every GPU (auto / -1)."""
+    devices = engine["devices"]
+    if devices in ("auto", -1, "-1"):
+        return torch.cuda.device_count() if engine["accelerator"] in ("gpu", "cuda", "auto") else 1
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    return int(devices)
 
 
 def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, console: Any = None) -> Path:
@@ -217,12 +238,7 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
         torch.set_num_threads(int(ec["threads"]))
     # Methods may leave parts of the network without gradients in a task (a frozen head, a class head
     # without labels): DDP must not wait for them.
-    devices = ec["devices"]
-    if devices in ("auto", -1, "-1"):
-        multi = ec["accelerator"] in ("gpu", "cuda", "auto") and torch.cuda.device_count() > 1
-    else:
-        multi = int(devices) > 1
-    multi = multi or int(ec["num_nodes"]) > 1
+    multi = devices_per_node(ec) > 1 or int(ec["num_nodes"]) > 1
     fabric = Fabric(accelerator=ec["accelerator"], devices=ec["devices"], num_nodes=ec["num_nodes"],
                     precision=ec["precision"], strategy="ddp_find_unused_parameters_true" if multi else "auto")
     fabric.launch()
@@ -236,9 +252,7 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             # Rank 0 builds every cache first (SynthAVS, pretrained encoders, decoded clips, audio
             # embeddings); the other ranks then read them.
             method_cls = get_method_class(config["method"]["name"])
-            if config["protocol"]["name"] not in method_cls.protocols:
-                raise ValueError(f"method '{method_cls.name}' does not support protocol '{config['protocol']['name']}' "
-                                 f"(supports {', '.join(method_cls.protocols)})")
+            method_cls.check_protocol(config["protocol"]["name"])
             phases = _Phases()
             root = phases.timed("dataset", dataset_root, config, progress=show)
             phases.timed("pretrained_weights", ensure_weights, config)
@@ -247,7 +261,8 @@ def run_experiment(config: dict[str, Any], *, run_dir: Path | None = None, conso
             decoded = phases.timed("decode", decode_stores, config, datasets, progress)
             scenario = phases.timed("scenario", build_scenario_for, config, datasets, decoded)
             seed_all(config["seed"])
-            stores, audio_dim = phases.timed("embed_audio", embed_stores, config, datasets, decoded, scenario, progress)
+            stores, audio_dim = phases.timed("embed_audio", embed_stores, config, datasets, decoded, scenario, progress,
+                                             fabric.device)
             seed_all(config["seed"])
             model = phases.timed("build_model", method_cls.build_model, config, scenario, audio_dim).to(fabric.device)
         task_free = scenario.protocol == "tfcl" and config["protocol"].get("boundaries", "visible") == "hidden"  # runs made before it: visible

@@ -11,7 +11,11 @@ Hook order (the engine calls them; tests/test_method_api.py pins it):
         every step:
             batch = augment_batch(batch)           add samples (replayed, generated, grafted)
             terms = training_step(batch, model)    forward(s) through `model`, named loss terms; the
-                                                   engine sums them, under autocast
+                                                   engine sums them, under autocast. An empty dict:
+                                                   nothing to learn from this batch; the engine skips
+                                                   backward, after_backward, the optimiser step and
+                                                   after_step (the step still counts; every process
+                                                   must return {} at the same steps)
             backward of the sum
             after_backward()                       raw gradients (importance, gradient reweighting)
             gradient clipping, optimiser step
@@ -25,6 +29,9 @@ Hook order (the engine calls them; tests/test_method_api.py pins it):
         clips seen since the previous consolidation; end_task is never called.
     predict(batch) -> ModelOutput                  evaluation, no gradients
     state_dict() / load_state_dict(state)          everything beyond the network's weights, to resume exactly
+
+Under DDP, `data` holds every clip on every process; a statistics pass over `ctx.shard(data)` (this
+process's share) must add its sums up with `ctx.all_reduce_sum` (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -106,6 +113,8 @@ class Method:
     name: ClassVar[str] = ""
     family: ClassVar[str] = "cl"
     protocols: ClassVar[tuple[str, ...]] = PROTOCOLS
+    # Protocols the method declines, with the reason (shown by `clavs methods` and in the error).
+    declined: ClassVar[dict[str, str]] = {}
     uses_exemplars: ClassVar[bool] = False
     # The network it trains: a key of clavs.models.build.NETWORKS.
     network: ClassVar[str] = "plain"
@@ -150,6 +159,15 @@ class Method:
     def make_hparams(cls, section: dict[str, Any]) -> Any:
         cls.validate_hparams(section)
         return cls.Hparams(**{k: v for k, v in section.items() if k != "name"})
+
+    @classmethod
+    def check_protocol(cls, protocol: str) -> None:
+        """Raise ValueError naming the reason when the method does not run under `protocol`."""
+        if protocol in cls.declined:
+            raise ValueError(f"method '{cls.name}' declines protocol '{protocol}': {cls.declined[protocol]}")
+        if protocol not in cls.protocols:
+            raise ValueError(f"method '{cls.name}' does not support protocol '{protocol}' "
+                             f"(supports {', '.join(p for p in cls.protocols if p not in cls.declined)})")
 
     @classmethod
     def info(cls) -> dict[str, Any]:
@@ -231,7 +249,8 @@ class Method:
         return batch
 
     def training_step(self, batch: Batch, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Forward(s) through `model` (the engine's wrapped network) and named loss terms."""
+        """Forward(s) through `model` (the engine's wrapped network) and named loss terms ({}: nothing to
+        learn from this batch, e.g. a method that stopped learning mid-stream; the engine skips the update)."""
         return self.task_loss(batch, model(batch))
 
     def task_loss(self, batch: Batch, out: ModelOutput) -> dict[str, torch.Tensor]:
@@ -318,14 +337,16 @@ def restrict_to_tasks(class_logits: torch.Tensor, batch: Batch, scenario: "Scena
     return class_logits.masked_fill(~allowed, float("-inf"))
 
 
-def classification_loss(batch: Batch, out: ModelOutput, scenario: "Scenario") -> torch.Tensor | None:
-    """Cross-entropy on the clip's class over the classes seen so far (TIL: over its task's classes)."""
+def classification_loss(batch: Batch, out: ModelOutput, scenario: "Scenario", *,
+                        own_task_only: bool = False) -> torch.Tensor | None:
+    """Cross-entropy on the clip's class over the classes seen so far (TIL, or `own_task_only` as
+    L2P's train_mask: over the classes of the clip's task)."""
     logits = out.class_logits
     if logits is None or not scenario.has_class_head:
         return None
     target = batch.class_index  # [B], model class index; -1 = unknown
     logits = clip_class_logits(logits, batch.size)
-    if scenario.protocol == "til":
+    if scenario.protocol == "til" or own_task_only:
         logits = restrict_to_tasks(logits, batch, scenario)
     keep = target >= 0
     if not bool(keep.any()):

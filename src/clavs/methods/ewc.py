@@ -46,7 +46,9 @@ class EWC(Finetune):
         return terms
 
     def consolidate(self, data):
-        fisher = fisher_diagonal(self.model, data, self.anchor.params, self.task_loss, autocast=self.ctx.autocast)
+        # Each process takes its share of the clips; the sums are added up across processes.
+        fisher = fisher_diagonal(self.model, self.ctx.shard(data), self.anchor.params, self.task_loss,
+                                 autocast=self.ctx.autocast, reduce=self.ctx.all_reduce_sum)
         self.anchor.update(fisher, keep=self.hp.gamma)
 
     def state_dict(self):

@@ -64,13 +64,7 @@ class LwF(Finetune):
         if not self.teacher.ready:
             return terms
         T, alpha = self.hp.temperature, self.hp.alpha
-        old_heads = self.teacher.net.num_task_heads
-        if old_heads:
-            # Multi-head TIL: the teacher has no head for this task; distil one of its heads in turn.
-            replay = dataclasses.replace(batch, task_id=torch.full_like(batch.task_id, self.steps % old_heads))
-            old, new = self.teacher(replay), model(replay)
-        else:
-            old, new = self.teacher(batch), out
+        old, new = self.distillation_pair(batch, model, out)
         terms["lwf_mask"] = alpha * binary_distillation(new.mask_logits, old.mask_logits, T)
         if old.class_logits is not None and out.class_logits is not None and old.class_logits.shape[-1] > 0:
             n_old = old.class_logits.shape[-1]
@@ -78,6 +72,16 @@ class LwF(Finetune):
                 clip_class_logits(out.class_logits, batch.size)[:, :n_old],
                 clip_class_logits(old.class_logits, batch.size), T)  # class logits do not depend on the mask head
         return terms
+
+    def distillation_pair(self, batch, model, out):
+        """(teacher output, student output) to distil this step: on the batch itself (`out`), or, in
+        multi-head TIL where the teacher has no head for this task, on the batch decoded by one of the
+        old heads in turn (a second forward of the student)."""
+        old_heads = self.teacher.net.num_task_heads
+        if old_heads:
+            replay = dataclasses.replace(batch, task_id=torch.full_like(batch.task_id, self.steps % old_heads))
+            return self.teacher(replay), model(replay)
+        return self.teacher(batch), out
 
     def consolidate(self, data):
         self.teacher.refresh(self.model)

@@ -31,7 +31,8 @@ class MAS(EWC):
         return self.hp.mas_lambda
 
     def consolidate(self, data):
-        omega = output_sensitivity(self.model, data, self.anchor.params, autocast=self.ctx.autocast)
+        omega = output_sensitivity(self.model, self.ctx.shard(data), self.anchor.params, autocast=self.ctx.autocast,
+                                   reduce=self.ctx.all_reduce_sum)  # each process its share, sums added up
         first = not self.anchor.active
         # The first task's importance is taken whole (there is no previous one to average with).
         self.anchor.update(omega, keep=0.0 if first else self.hp.alpha, new_weight=1.0 if first else 1 - self.hp.alpha)

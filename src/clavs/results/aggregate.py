@@ -39,7 +39,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def aggregate(runs_dir: str | os.PathLike, metric: str = "map", split: str = "test",
               damaged: list[tuple[Path, str]] | None = None) -> list[dict[str, Any]]:
     """Rows: experiment, protocol, method, variant (the differing config values), label, family,
-    uses_exemplars, seeds, and (mean, std) of every continual summary value of `metric` on `split`.
+    uses_exemplars, seeds, config (of the row's first run), and (mean, std) of every continual summary value of `metric` on `split`.
 
     A finished run whose files cannot be read is left out; `damaged` (if given) receives (path, reason).
     """
@@ -81,7 +81,8 @@ def aggregate(runs_dir: str | os.PathLike, metric: str = "map", split: str = "te
             row: dict[str, Any] = {"experiment": experiment, "protocol": protocol, "method": method,
                                    "variant": variant, "label": label, "family": info.get("family", "?"),
                                    "uses_exemplars": bool(info.get("uses_exemplars", False)),
-                                   "seeds": sorted(i["info"].seed for i in items), "config_hash": k}
+                                   "seeds": sorted(i["info"].seed for i in items), "config_hash": k,
+                                   "config": items[0]["config"]}
             for key, _ in SUMMARY_KEYS + (ANYTIME_KEY,):
                 row[key] = _mean_std([i["summary"].get(key) for i in items])
             rows.append(row)

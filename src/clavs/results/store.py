@@ -10,6 +10,7 @@ Layout (DESIGN.md):
         profile.json    wall time per task, frames/s, peak memory, parameter counts
         checkpoints/    task_<t>.pt after each task
         log.txt         human-readable log
+        sweep.log       a sweep job's stdout and stderr (launch/jobs.py)
         DONE            written last
 """
 
@@ -28,7 +29,7 @@ from typing import Any
 import yaml
 
 from clavs.errors import RunDirError
-from clavs.utils.io import atomic_write_json, atomic_write_text
+from clavs.utils.io import atomic_write_json, atomic_write_text, read_yaml_mapping
 
 CONFIG_FILE = "config.yaml"
 MATRICES_FILE = "matrices.json"
@@ -48,8 +49,9 @@ CHECKPOINT_DIR = "checkpoints"
 # Precision, devices and nodes stay in: they change the numbers, e.g. DDP's global batch.)
 _HASH_EXCLUDED = ("runs_dir", "progress", "engine.threads", "engine.accelerator", "train.val_matrix",
                   "train.keep_checkpoints")
-# What `clavs run --resume` may change (--devices, --accelerator, --no-progress; the folder may move).
-RESUME_MAY_CHANGE = _HASH_EXCLUDED + ("engine.devices",)
+# What `clavs run --resume` may change (--devices, --num-nodes, --accelerator, --no-progress; the folder
+# may move).
+RESUME_MAY_CHANGE = _HASH_EXCLUDED + ("engine.devices", "engine.num_nodes")
 _RUN_FOLDER = re.compile(r"^seed-?\d+-([0-9a-f]{8})$")
 
 
@@ -178,18 +180,8 @@ class RunDir:
         return best
 
     def config(self) -> dict[str, Any]:
-        path = self.path / CONFIG_FILE
-        try:
-            config = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise RunDirError(f"{self.path}: no {CONFIG_FILE} here; not a clavs run directory") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise RunDirError(f"{path}: cannot read ({e})") from None
-        except yaml.YAMLError as e:
-            raise RunDirError(f"{path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
-        if not isinstance(config, dict):
-            raise RunDirError(f"{path}: holds a {type(config).__name__}, not a clavs run config")
-        return config
+        return read_yaml_mapping(self.path / CONFIG_FILE, RunDirError, expected="a clavs run config",
+                                 missing=f"{self.path}: no {CONFIG_FILE} here; not a clavs run directory")
 
     def _json(self, name: str) -> Any:
         path = self.path / name

@@ -70,3 +70,29 @@ def _json_safe(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
         return _json_safe(obj.item())
     return obj
+
+
+def read_yaml_mapping(path: str | os.PathLike, error: type[Exception], *, where: str | None = None,
+                      missing: str | None = None, expected: str = "a mapping") -> dict[str, Any]:
+    """A YAML file that must hold a mapping; every failure raises `error` with a message naming the
+    file (`where`, default the path; `missing`: the message for an absent file)."""
+    label = where or str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise error(missing or f"{label}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{label}: cannot read ({e})") from None
+    return parse_yaml_mapping(text, label, error, expected=expected)
+
+
+def parse_yaml_mapping(text: str, where: str, error: type[Exception], *, expected: str = "a mapping") -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise error(f"{where}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(data, dict):
+        raise error(f"{where}: holds a {type(data).__name__}, not {expected}")
+    return data

@@ -1,5 +1,5 @@
 """The plain AVS network of the paper's family (1): the baselines that adapt classic exemplar-free
-continual-learning methods to AVS (Finetune, LwF, EWC, SI, MAS, and next L2P, RanPAC, FeCAM, DGR, PANDA).
+continual-learning methods to AVS (Finetune, LwF, EWC, SI, MAS, L2P, RanPAC, FeCAM, DGR, PANDA).
 
 A visual encoder, the frozen audio encoder's embeddings, a simple fusion and a segmentation decoder,
 with none of ATLAS's parts (no LoRA, no pre-fusion conditioning, no cross-attention):
@@ -9,6 +9,11 @@ with none of ATLAS's parts (no LoRA, no pre-fusion conditioning, no cross-attent
     fusion: z = LN(MLP([v ; a_t]))  per token (concatenation, GELU MLP; a_t = the frame's own second)
     decoder: the progressive upsampling decoder of ATLAS without LoRA -> mask logits [Bt,1,H,W]
     class head: mean over z's tokens -> Linear (growable); TIL: one mask head per task
+
+Visual prompts (L2P): a method module named with `use_visual_prompts(group)` is called at the start of
+every forward with the batch and returns prefix tokens [B, P, C_v] (one set per clip, given to each of
+its decoded frames) and named features; the encoder attends to them and drops them again
+(VisualEncoder.forward's `prefix_tokens`), so fusion and decoder see the same patch grid.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 from torch import nn
 
 from clavs.batch import Batch, ModelOutput
-from clavs.models.architectures.base import SegmentationNet
+from clavs.models.architectures.base import METHOD_MODULES, SegmentationNet
 from clavs.models.decoders import build_decoder
 from clavs.models.encoders.visual import VisualEncoder, create_visual_encoder
 
@@ -90,6 +95,19 @@ class PlainAVSNet(SegmentationNet):
                                      skip_channels=self.visual.channels, skip_reductions=self.visual.reductions,
                                      dim=cfg.decoder_dim, min_dim=cfg.decoder_min_dim, out_channels=1)
         self._init_heads(d, cfg.use_class_head, cfg.num_classes, cfg.task_heads)
+        self.visual_prompter: str | None = None  # group of the method module giving prefix tokens
+
+    def use_visual_prompts(self, group: str | None) -> None:
+        """Take prefix tokens for the visual encoder from the method module registered as `group`
+        (None: stop). The module is called inside forward, so its parameters are used where DDP and
+        the precision wrapper see them."""
+        if group is not None:
+            if self.visual.family != "vit":
+                raise ValueError(f"visual prompts need a ViT encoder; model.visual={self.visual.name!r} is a "
+                                 f"{self.visual.family} model (choose a ViT preset: tiny or paper)")
+            if group not in getattr(self, METHOD_MODULES, {}):
+                raise ValueError(f"no method module '{group}' is registered (Method.register_module first)")
+        self.visual_prompter = group
 
     def forward(self, batch: Batch) -> ModelOutput:
         frames, frame_ids = batch.frames, batch.frame_ids
@@ -104,7 +122,11 @@ class PlainAVSNet(SegmentationNet):
         else:
             audio_frames = audio
         t = frames.shape[1]
-        feats = self.visual(frames.flatten(0, 1))
+        prefix, prompt_features = None, {}
+        if self.visual_prompter is not None:
+            prefix, prompt_features = getattr(self, METHOD_MODULES)[self.visual_prompter](batch)
+            prefix = prefix.repeat_interleave(t, dim=0)  # clip-major, as the frames
+        feats = self.visual(frames.flatten(0, 1), prefix_tokens=prefix)
         fused = self.fusion(feats.tokens, audio_frames.flatten(0, 1))
         h, w = feats.grid
         fused_map = fused.transpose(1, 2).reshape(b * t, -1, h, w)
@@ -112,5 +134,5 @@ class PlainAVSNet(SegmentationNet):
         pooled = fused.mean(dim=1)
         class_logits = self.class_head(pooled) if self.class_head is not None else None
         features = dict(visual_tokens=feats.tokens, fused=fused, pooled=pooled, audio=audio,
-                        visual_maps=feats.maps, grid=(h, w))
+                        visual_maps=feats.maps, grid=(h, w), **prompt_features)
         return ModelOutput(mask_logits=mask_logits, class_logits=class_logits, features=features, frame_ids=frame_ids)

@@ -142,16 +142,28 @@ class VisualEncoder(nn.Module):
             raise ValueError(f"visual encoder expects frames [B, 3, H, W], got {tuple(x.shape)}")
         return (x - self.input_mean) / self.input_std if self.normalize_input else x
 
-    def forward(self, x: torch.Tensor) -> VisualFeatures:
-        """Frames ``[B, 3, H, W]`` -> :class:`VisualFeatures`."""
+    def forward(self, x: torch.Tensor, prefix_tokens: torch.Tensor | None = None) -> VisualFeatures:
+        """Frames ``[B, 3, H, W]`` -> :class:`VisualFeatures`.
+
+        ``prefix_tokens`` ``[B, P, C]`` (ViT only; L2P's prompts): extra tokens inserted after the patch
+        and position embeddings, behind the class token, before the first block:
+        ``[cls, p_1..p_P, patches]``. They take part in every block's attention and are dropped again
+        from ``maps``, ``tokens`` and ``pooled``, so the outputs keep the patch grid.
+        """
         x = self._prepare(x)
         m = self.model
         if self.family == "vit":
-            final, maps = m.forward_intermediates(x, indices=list(self.out_indices), output_fmt="NCHW")
+            if prefix_tokens is None:
+                final, maps = m.forward_intermediates(x, indices=list(self.out_indices), output_fmt="NCHW")
+            else:
+                final, maps = self._vit_prompted(x, prefix_tokens)
             h, w = maps[-1].shape[-2:]
             pooled = m.forward_head(final, pre_logits=True)
             tokens = final[:, m.num_prefix_tokens:]
         else:
+            if prefix_tokens is not None:
+                raise ValueError(f"prefix tokens (prompts) need a ViT encoder; {self.name} is a {self.family} "
+                                 "model, whose stages have no token sequence to extend")
             # Run every stage (the tokens come from the last one), keep the requested taps.
             all_maps = m.forward_intermediates(x, indices=None, output_fmt="NCHW", intermediates_only=True)
             maps = [all_maps[i] for i in self.out_indices]
@@ -160,6 +172,24 @@ class VisualEncoder(nn.Module):
             tokens = last.flatten(2).transpose(1, 2)
             pooled = last.mean(dim=(-2, -1))
         return VisualFeatures(maps=list(maps), tokens=tokens, grid=(int(h), int(w)), pooled=pooled)
+
+    def _vit_prompted(self, x: torch.Tensor, prefix: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's forward_intermediates with `prefix` inserted before the blocks; returns the final
+        normed sequence and the NCHW taps, both without the inserted tokens."""
+        m = self.model
+        seq = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+        n, p = m.num_prefix_tokens, prefix.shape[1]
+        if prefix.dim() != 3 or prefix.shape[0] != seq.shape[0] or prefix.shape[2] != seq.shape[2]:
+            raise ValueError(f"prefix_tokens must be [B={seq.shape[0]}, P, C={seq.shape[2]}], got {tuple(prefix.shape)}")
+        seq = torch.cat([seq[:, :n], prefix.to(seq.dtype), seq[:, n:]], dim=1)
+        h, w = m.patch_embed.dynamic_feat_size(x.shape[-2:])
+        maps = []
+        for i, block in enumerate(m.blocks):
+            seq = block(seq)
+            if i in self.out_indices:
+                maps.append(seq[:, n + p:].reshape(seq.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous())
+        final = m.norm(seq)
+        return torch.cat([final[:, :n], final[:, n + p:]], dim=1), maps
 
     def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Global embedding ``[B, pooled_dim]`` for a classification head (used by pretraining)."""
