@@ -405,8 +405,8 @@ def main() -> int:
     print(f"Table 1 = {TABLE1['methods']} methods x {len(TABLE1['protocols'])} protocols x {TABLE1['seeds']} seeds "
           f"= {runs * len(TABLE1['protocols'])} runs:")
     print("  each method costs what the network it trains costs: the plain network trained whole (Finetune, LwF, EWC,\n"
-          "  SI, MAS and the other family-(1) methods) or ATLAS's (LoRA on a frozen ViT); a method's own extra work\n"
-          "  (a teacher's forward, a Fisher pass) is not counted, so the range below is a lower bound for those")
+          "  SI, MAS, DGR, PANDA) or a frozen ViT with few trained parameters (ATLAS's LoRA, L2P's prompts); a\n"
+          "  method's own extra work (a teacher's forward, a Fisher pass) is not counted: a lower bound for those")
     for name, cost in per_method.items():
         print(f"  every method at {name}'s cost: {runs} (methods x seeds) x {cost / 3600:.1f} h = "
               f"{runs * cost / 3600:,.0f} {unit}")
