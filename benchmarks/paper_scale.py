@@ -17,8 +17,10 @@
    On a GPU at the preset's batch sizes; on a CPU at smaller ones (--batch 4, --ms3-batch 1,
    --eval-clips 1: the preset's 8 clips of MS3 are 40 frames, minutes per step), scaled linearly to
    the preset's batch (the scale is printed). Time on a CPU is the process's CPU time (all its
-   threads), which the machine's other load hardly changes: costs are in core-hours; wall time is
-   printed beside it. On a GPU, wall time after synchronising.
+   threads), less affected by the machine's other load than wall time (not immune to it: shared
+   caches and memory bandwidth): costs are in core-hours; wall time is printed beside it. On a GPU,
+   wall time after synchronising. Operation counts (torch.utils.flop_counter) do not depend on the
+   device or its load.
    Peak memory: the process's peak RSS on a CPU; torch.cuda.max_memory_allocated on a GPU.
    Checkpoint size: `results/checkpoints.save_checkpoint` of the ATLAS and plain networks.
 4. Cost = training steps x step time + evaluated frames x time per frame, from the data sizes of
@@ -112,8 +114,9 @@ def random_store(clips: int, size: int, audio_dim: int, labelled: list[bool]):
 
 
 class Clock:
-    """Seconds of a call: CPU time of the process on a CPU (its threads summed: little affected by the
-    machine's other load), wall time after synchronising on a GPU; the wall time of both is kept too."""
+    """Seconds of a call: CPU time of the process on a CPU (its threads summed: less affected by the
+    machine's other load than wall time), wall time after synchronising on a GPU; the wall time of
+    both is kept too."""
 
     def __init__(self, gpu: bool):
         self.gpu = gpu
