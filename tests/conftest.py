@@ -7,10 +7,24 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import pytest
 
 
+@pytest.fixture(scope="session")
+def smoke_synthavs(tmp_path_factory):
+    """SynthAVS `smoke` (seed 0), built once per test session (a build is deterministic, so every
+    module would build the same bytes); clavs_home copies it into each module's fresh cache."""
+    from clavs.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("synthavs_once") / "synthavs-smoke-seed0", preset="smoke", seed=0,
+                    progress=False)
+
+
 @pytest.fixture(scope="module")
-def clavs_home(tmp_path_factory):
-    """CLAVS_HOME pointed at a fresh folder for one test module (SynthAVS and caches built there)."""
+def clavs_home(tmp_path_factory, smoke_synthavs):
+    """CLAVS_HOME pointed at a fresh folder for one test module (caches built there), holding a copy
+    of the session's SynthAVS smoke build (copied with its timestamps, so it is complete as built)."""
+    import shutil
+
     home = tmp_path_factory.mktemp("clavs_home")
+    shutil.copytree(smoke_synthavs, home / "data" / smoke_synthavs.name)
     old = os.environ.get("CLAVS_HOME")
     os.environ["CLAVS_HOME"] = str(home)
     yield home
