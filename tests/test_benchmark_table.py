@@ -222,3 +222,20 @@ def test_clavs_table_prints_mean_std_rows_in_md_latex_csv_and_rich(table1_runs, 
             assert cil.replace("±", r"$\pm$" if fmt == "latex" else "±") in out, fmt
     assert main(["table", str(table1_runs / "e" / "til"), "--metric", "nope"]) == 1
     assert "no finished runs with metric 'nope'" in capsys.readouterr().err
+
+
+def test_a_methods_default_row_spans_protocols_beside_its_grid_points(tmp_path):
+    """A validation grid puts runs with other hyperparameters beside the default in one protocol: the
+    default-valued runs stay one row across protocols (labelled by the method alone), and each
+    grid point is its own row labelled by how it differs from the method's declared defaults."""
+    from clavs.methods import get_method_class
+
+    default = get_method_class("ewc").default_hparams({})["ewc_lambda"]
+    FAMILY["ewc"] = ("cl", False)
+    write_run(tmp_path, "ewc", "cil", 0, 40.0, hp={"ewc_lambda": default})
+    write_run(tmp_path, "ewc", "cil", 0, 30.0, hp={"ewc_lambda": default / 100})
+    write_run(tmp_path, "ewc", "til", 0, 50.0, hp={"ewc_lambda": default})
+    rows = _md_rows(build_benchmark_table(tmp_path).render("md"))
+    assert set(rows) == {"ewc", f"ewc method.ewc_lambda={default / 100:g}"}
+    assert rows["ewc"][2:6] == ["**50.00**", f"**{forgetting(50.0):.2f}**", "**40.00**", f"**{forgetting(40.0):.2f}**"]
+    assert rows[f"ewc method.ewc_lambda={default / 100:g}"][2:6] == ["—", "—", "30.00", f"{forgetting(30.0):.2f}"]

@@ -188,14 +188,23 @@ def _switch_values(row: dict[str, Any], keys: list[str]) -> tuple[Any, ...]:
     return tuple(_flat_value(row, k) for k in keys)
 
 
-def _default_switch(method: str, key: str) -> Any:
-    """The method's declared default of a switch (True when the method is not registered here)."""
+_UNKNOWN = object()
+
+
+def _method_default(method: str, key: str, unknown: Any = _UNKNOWN) -> Any:
+    """The method's declared default of `method.<name>` (`unknown` when the method is not registered
+    here or has no such hyperparameter)."""
     from clavs.methods import get_method_class
 
     try:
-        return get_method_class(method).default_hparams({}).get(key.split(".", 1)[1], True)
+        return get_method_class(method).default_hparams({}).get(key.split(".", 1)[1], unknown)
     except ValueError:
-        return True
+        return unknown
+
+
+def _default_switch(method: str, key: str) -> Any:
+    """The method's declared default of a switch (True when the method is not registered here)."""
+    return _method_default(method, key, True)
 
 
 def _all_default(row: dict[str, Any], keys: list[str]) -> bool:
@@ -204,7 +213,10 @@ def _all_default(row: dict[str, Any], keys: list[str]) -> bool:
 
 def _identity(row: dict[str, Any], switch_keys: list[str]) -> str:
     """A row's label without its switches: the method plus any other value that sets it apart."""
-    rest = {k: v for k, v in row["variant"].items() if k not in switch_keys}
+    # A method's hyperparameter at its declared default names no variant: the default row of a method
+    # is one row across protocols even where a validation grid put other values beside it.
+    rest = {k: v for k, v in row["variant"].items() if k not in switch_keys
+            and not (k.startswith("method.") and _method_default(row["method"], k) == v)}
     return row["method"] + "".join(f" {k}={_short(v)}" for k, v in rest.items())
 
 
