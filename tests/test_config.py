@@ -56,3 +56,17 @@ def test_select_metric_is_validated_and_words_stay_words():
         resolve_config(overrides=["train.select_metric=mAP"])
     assert resolve_config(overrides=["experiment=nan"])["experiment"] == "nan"
     assert resolve_config(overrides=["train.lr=1e-3"])["train"]["lr"] == pytest.approx(1e-3)
+
+
+def test_a_config_written_before_a_later_key_still_validates():
+    """Runs made before train.val_matrix / train.keep_checkpoints existed (their config.yaml lacks
+    them) are restored, resumed and reported; a present but wrong value is still refused."""
+    from clavs.config import validate_config
+
+    c = resolve_config()
+    for key in ("val_matrix", "keep_checkpoints"):
+        c["train"].pop(key, None)
+    validate_config(c)
+    c["train"]["val_matrix"] = "some"
+    with pytest.raises(ConfigError, match="train.val_matrix='some'"):
+        validate_config(c)

@@ -264,7 +264,7 @@ def validate_config(config: dict[str, Any]) -> None:
          "must be an integer >= 0")
     if config["train"].get("keep_checkpoints", "all") not in ("all", "last"):  # absent in runs made before it
         raise ConfigError(f"train.keep_checkpoints={config['train']['keep_checkpoints']!r} is not one of all, last")
-    if get("train.val_matrix") not in ("last", "full"):
+    if config["train"].get("val_matrix", "full") not in ("last", "full"):  # absent in runs made before it: full
         raise ConfigError(f"train.val_matrix={config['train']['val_matrix']!r} is not one of last, full")
     if config["train"]["select_metric"] not in SELECT_METRICS:
         raise ConfigError(f"train.select_metric={config['train']['select_metric']!r} is not one of "
