@@ -541,11 +541,15 @@ def test_6_debug_shows_the_traceback(tmp_path):
         main(["--debug", "run", "--runs-dir", str(tmp_path), "train.lr=-1"])
 
 
-def test_6_ctrl_c_stops_cleanly_keeps_finished_tasks_and_resumes_identically(lone_run, clavs_home, tmp_path):
+def test_6_ctrl_c_stops_cleanly_keeps_finished_tasks_and_resumes_identically(clavs_home, tmp_path):
+    # Seven tasks, so that Ctrl-C after the first one lands while the run is still working (with warm
+    # caches the two tasks of FAST finish within a second of task 0's checkpoint: the signal came late).
+    many_tasks = "protocol.split=11-2"
+    reference = run_experiment(_config(tmp_path / "reference", many_tasks))
     env = dict(os.environ, CLAVS_HOME=str(clavs_home))
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "clavs", "run", "--preset", "smoke", "--runs-dir", str(runs), *FAST],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "clavs", "run", "--preset", "smoke", "--runs-dir", str(runs), *FAST,
+                             many_tasks], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not list(runs.rglob("task_0.pt")):
         time.sleep(0.05)
@@ -558,7 +562,7 @@ def test_6_ctrl_c_stops_cleanly_keeps_finished_tasks_and_resumes_identically(lon
     assert not list(run_dir.rglob("*.tmp"))
     done = _cli("run", "--resume", str(run_dir), "--no-progress", env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert load_run(run_dir)["matrices"] == load_run(lone_run)["matrices"]
+    assert load_run(run_dir)["matrices"] == load_run(reference)["matrices"]
 
 
 # ============================================================================ 7. late checks and junk
