@@ -549,7 +549,10 @@ def test_6_ctrl_c_stops_cleanly_keeps_finished_tasks_and_resumes_identically(cla
     env = dict(os.environ, CLAVS_HOME=str(clavs_home))
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "clavs", "run", "--preset", "smoke", "--runs-dir", str(runs), *FAST,
-                             many_tasks], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             many_tasks], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # A shell that starts a job in the background ignores SIGINT, and the child
+                            # would inherit that: give the run the default, as a terminal's Ctrl-C finds it.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not list(runs.rglob("task_0.pt")):
         time.sleep(0.05)
