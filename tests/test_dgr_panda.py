@@ -19,12 +19,7 @@ from clavs.methods.panda import Panda, graft
 from clavs.protocols.scenario import Task
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread per module
 
 
 # ------------------------------------------------------------------ builders

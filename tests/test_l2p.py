@@ -32,12 +32,7 @@ from clavs.methods.parts.prompt_pool import QUERY, SELECTED, PromptPool
 from clavs.protocols.scenario import Task
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread per module
 
 
 def _l2p(model, scenario=None, batch_size: int = 8, **hparams) -> L2P:

@@ -26,12 +26,7 @@ METHODS = ("finetune", "lwf")
 PROTOCOLS = ("cil", "til", "dil")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread per module
 
 
 @pytest.fixture(scope="module")
