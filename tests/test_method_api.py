@@ -108,6 +108,11 @@ class _Recorder(Method):
 
     def consolidate(self, data):
         self.seen.setdefault("consolidate", []).append(sum(b.size for b in data))
+        self.seen.setdefault("consolidate_train", []).append(sum(b.size for b in self.ctx.data("train")))
+        try:
+            self.ctx.data("val")
+        except ValueError as e:
+            self.seen["stream_val_error"] = str(e)
         self.calls.append(("consolidate",))
 
     def consolidation_interval(self):
@@ -179,6 +184,9 @@ def test_task_free_stream_reveals_no_boundary(clavs_home, tmp_path):
     steps = calls.count("training_step")
     assert calls.count("consolidate") == steps // 2  # on the method's schedule: every 2 steps
     assert all(n > 0 for n in _Recorder.seen["consolidate"])
+    assert _Recorder.seen["consolidate_train"] == _Recorder.seen["consolidate"]  # ctx.data: the same window
+    # a stream has no validation clips of its window: asking for them is an error, not training positions
+    assert "ctx.data('val')" in _Recorder.seen["stream_val_error"]
     assert all(r["task_id"] == [-1] for r in _Recorder.seen["train"])  # the task is hidden from the batch
     run = load_run(path)
     points = run["anytime"]["points"]

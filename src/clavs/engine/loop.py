@@ -303,6 +303,14 @@ class Trainer:
         return stats
 
     # -- a task-free stream ----------------------------------------------------------------
+    def _stream_data(self, split: str, window: Sequence[int]) -> TaskData:
+        """ctx.data in a stream: the training clips seen since the last consolidation. A stream reveals
+        no validation clips (they would be indexed by training positions), so 'val' is an error."""
+        if split != "train":
+            raise ValueError(f"ctx.data({split!r}): a task-free stream gives a method only the training clips "
+                             f"it has seen since the last consolidation; hold some of them out instead")
+        return self.task_data("train", sorted(set(window)), -1)
+
     def run_stream(self, state: LoopState) -> LoopState:
         """Hidden boundaries: one optimiser over the whole stream, consolidation on the method's schedule."""
         tc, pc = self.cfg["train"], self.cfg["protocol"]
@@ -317,7 +325,7 @@ class Trainer:
         interval = self.method.consolidation_interval()
         every = pc.get("anytime_every") or 0
         window = list(state.window)
-        self.ctx.data_source = lambda split: self.task_data(split, sorted(set(window)), -1)
+        self.ctx.data_source = lambda split: self._stream_data(split, window)
         for t in range(state.next_task, self.T):
             task = self.scenario.tasks[t]
             seed_all(task_seed(self.cfg["seed"], t))
