@@ -23,10 +23,11 @@ ALPHA = 0.5  # its opacity
 GIF_SECOND_MS = 1000  # a GIF frame per sampled second, shown for a second
 
 
-def draw_mask(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """uint8 [H,W,3] with the pixels of bool `mask` [H,W] blended towards TINT: (1-ALPHA)*rgb + ALPHA*TINT."""
+def draw_mask(rgb: np.ndarray, mask: np.ndarray, tint: np.ndarray | tuple[int, int, int] = TINT) -> np.ndarray:
+    """uint8 [H,W,3] with the pixels of bool `mask` [H,W] blended towards `tint` (0-255):
+    (1-ALPHA)*rgb + ALPHA*tint. The one mask overlay: predicted videos and the report's Figure 3."""
     out = rgb.astype(np.float32)
-    out[mask] = (1 - ALPHA) * out[mask] + ALPHA * TINT
+    out[mask] = (1 - ALPHA) * out[mask] + ALPHA * np.asarray(tint, dtype=np.float32)
     return out.round().astype(np.uint8)
 
 

@@ -22,10 +22,11 @@ import torch
 from clavs.errors import ClavsError
 from clavs.reports.collect import MethodGroup
 from clavs.reports.figures import SavedFigure, pyplot, save_figure
+from clavs.reports.overlay_video import draw_mask
 
 DEFAULT_METHODS = 4  # the paper shows the four best methods
-GT_COLOUR = (0.10, 0.85, 0.20)
-PRED_COLOUR = (0.95, 0.15, 0.15)
+GT_COLOUR = (26, 217, 51)
+PRED_COLOUR = (242, 38, 38)
 
 
 def choose_groups(groups: list[MethodGroup], protocol: str, methods: list[str] | None = None,
@@ -112,13 +113,9 @@ def iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
     return float((pred & gt).sum()) / float((pred | gt).sum())
 
 
-def overlay(frame: torch.Tensor, mask: torch.Tensor, colour: tuple[float, float, float]) -> Any:
-    """frame [3,S,S] uint8 with `mask` [S,S] tinted in `colour` (half transparent), as an [S,S,3] array."""
-    import numpy as np
-
-    img = frame.permute(1, 2, 0).float().numpy() / 255.0
-    m = mask.bool().numpy()[..., None]
-    return np.where(m, 0.5 * img + 0.5 * np.asarray(colour), img)
+def overlay(frame: torch.Tensor, mask: torch.Tensor, colour: tuple[int, int, int]) -> Any:
+    """frame [3,S,S] uint8 with `mask` [S,S] tinted in `colour`, as an [S,S,3] uint8 array."""
+    return draw_mask(frame.permute(1, 2, 0).numpy(), mask.bool().numpy(), colour)
 
 
 def shown_frame(mask_valid: torch.Tensor) -> int:
