@@ -116,8 +116,9 @@ def test_shipped_grids_expand(tmp_path):
     full = {j.run_dir for j in table2 if dict(j.point)["method.lra"] == "true" == dict(j.point)["method.pre_conditioning"]}
     assert full <= {j.run_dir for j in table1}
     validation, _ = jobs_of(tmp_path, grid="validation", preset=None)
-    assert sorted(j.method for j in validation) == (["atlas"] * 6 + ["dgr"] * 2 + ["ewc"] * 2 + ["l2p"] * 2 + ["lwf"] * 2
-                                                   + ["mas"] * 2 + ["panda"] * 2 + ["si"] * 2)
+    assert sorted(j.method for j in validation) == (["atlas"] * 6 + ["dgr"] * 2 + ["ewc"] * 2 + ["fecam"] * 3 + ["l2p"] * 2
+                                                   + ["lwf"] * 2 + ["mas"] * 2 + ["panda"] * 2 + ["ranpac"] * 3 + ["si"] * 2)
+    assert {j.protocol for j in validation if j.method in ("ranpac", "fecam")} == {"tfcl"}
     # the run directories scripts/select_hparams.py made before the grids moved to YAML
     by_hand = resolve_config(method="atlas", options={"seed": 0, "runs_dir": str(tmp_path)},
                              overrides=["experiment=synthavs", "train.val_matrix=full", "method.lra_lambda=5.0",

@@ -35,7 +35,7 @@ class RanPACHparams:
     rp_dim: int = 1024           # M of the class head's projection (the original 10000; G is M x M)
     mask_rp_dim: int = 256       # M of the mask head's projection: 16x the decoder's 16-wide pixel features
     pixels_per_frame: int = 256  # pixels per labelled frame in the mask head's statistics (0: all)
-    consolidate_every: int = 40  # task-free streams: the first session's length in training steps
+    consolidate_every: int = 40  # task-free streams: the first session's length in training steps (validation: 10, 20, 40)
 
 
 @register
