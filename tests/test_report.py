@@ -247,3 +247,12 @@ def test_cli_report_help_and_errors(capsys, tmp_path):
     assert "nowhere: no such folder" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "out"), "--metric", "accuracy"]) == 2
     assert "--metric 'accuracy' is not a metric" in capsys.readouterr().err
+
+
+def test_method_styles_keep_eleven_methods_apart_and_follow_the_label_not_the_order():
+    from clavs.reports.figures import method_styles
+
+    labels = [f"m{i:02d}" for i in range(11)]
+    styles = method_styles(labels)
+    assert len({(s.colour, s.line, s.marker) for s in styles.values()}) == 11  # tab10 alone would repeat one
+    assert method_styles(reversed(labels)) == styles  # a method looks the same whichever figure lists it first

@@ -26,6 +26,24 @@ def pyplot() -> Any:
     return plt
 
 
+@dataclass(frozen=True)
+class MethodStyle:
+    colour: str
+    line: str  # matplotlib linestyle
+    marker: str
+
+
+LINES, MARKERS = ("-", "--", ":"), ("o", "s", "^")
+
+
+def method_styles(labels: Any) -> dict[str, MethodStyle]:
+    """A style per method label, by its place in the sorted labels, so that a method looks the same
+    in every figure that shows the same methods: matplotlib's ten cycle colours, then the ten again
+    dashed and with square markers (more than ten methods stay apart), and so on."""
+    return {label: MethodStyle(f"C{i % 10}", LINES[i // 10 % 3], MARKERS[i // 10 % 3])
+            for i, label in enumerate(sorted(set(labels)))}
+
+
 def figure_bytes(fig: Any, fmt: str) -> bytes:
     """The figure as PNG or SVG bytes (SVG without a date, so the same figure gives the same file)."""
     buf = io.BytesIO()

@@ -20,7 +20,7 @@ from typing import Any
 from clavs.metrics.names import METRIC_TITLES
 from clavs.protocols.scenario import PROTOCOL_NAMES
 from clavs.reports.collect import MethodGroup
-from clavs.reports.figures import SavedFigure, draw_matrix, matrix_array, pyplot, save_figure
+from clavs.reports.figures import SavedFigure, draw_matrix, matrix_array, method_styles, pyplot, save_figure
 
 TRANSFER_PROTOCOLS = ("til", "dil")
 HEATMAP_PROTOCOL = "cil"
@@ -36,16 +36,17 @@ def plot_transfer_forgetting(groups: list[MethodGroup], metric: str, out_dir: st
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
     name = METRIC_TITLES.get(metric, metric)
+    styles = method_styles(g.label for _, gs in panels for g in gs)
     for ax, (protocol, gs) in zip(axes[0], panels):
-        for i, g in enumerate(gs):
+        for g in gs:
             x, y = g.mean("forgetting"), g.mean("fwt")
             if math.isnan(x) or math.isnan(y):
                 continue
-            colour = f"C{i % 10}"
+            style = styles[g.label]
             several = len(g.runs) > 1
             ax.errorbar(x, y, xerr=g.std("forgetting") if several else None, yerr=g.std("fwt") if several else None,
-                        fmt="o", color=colour, capsize=3, markersize=7)
-            ax.annotate(g.label, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8, color=colour)
+                        fmt=style.marker, color=style.colour, capsize=3, markersize=7)
+            ax.annotate(g.label, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8, color=style.colour)
         ax.axhline(0.0, color="grey", lw=0.6, ls=":")
         ax.axvline(0.0, color="grey", lw=0.6, ls=":")
         ax.set_xlabel(f"Forgetting ({name}, lower is better)")

@@ -31,7 +31,7 @@ from typing import Callable
 
 from clavs.protocols.scenario import PROTOCOL_NAMES
 from clavs.reports.collect import MethodGroup, mean_over_runs, train_frames_per_second, trainable_parameters
-from clavs.reports.figures import SavedFigure, pyplot, save_figure
+from clavs.reports.figures import SavedFigure, method_styles, pyplot, save_figure
 
 FLOOR = 0.1
 
@@ -107,12 +107,14 @@ def plot_radar(panels: list[tuple[str, list[RadarProfile]]], out_dir: str | os.P
                              subplot_kw={"projection": "polar"}, layout="constrained")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
+    styles = method_styles(prof.label for _, profiles in panels for prof in profiles)
     for ax, (protocol, profiles) in zip(axes.flat, panels):
-        for i, prof in enumerate(profiles):
+        for prof in profiles:
             values = [prof.normalised[a.key] for a in AXES]
             values.append(values[0])
-            ax.plot(angles, values, color=f"C{i % 10}", lw=1.5, label=prof.label)
-            ax.fill(angles, values, color=f"C{i % 10}", alpha=0.12)
+            style = styles[prof.label]
+            ax.plot(angles, values, color=style.colour, ls=style.line, lw=1.5, label=prof.label)
+            ax.fill(angles, values, color=style.colour, alpha=0.08)
         ax.set_xticks(angles[:-1])
         ax.set_xticklabels([a.title for a in AXES], fontsize=8)
         ax.tick_params(axis="x", pad=6)
