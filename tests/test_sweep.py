@@ -3,6 +3,7 @@ files, launchers' scheduling and failure reports, validation-only selection."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from pathlib import Path
@@ -273,3 +274,22 @@ def test_slurm_launcher_asks_for_submitit_when_missing(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_submitit)
     with pytest.raises(ClavsError, match=r"needs submitit: pip install 'clavs\[slurm\]'"):
         SubmititLauncher(Path("x"))
+
+
+def test_table_labels_name_what_sets_groups_apart_never_an_unhashed_key(tmp_path):
+    from clavs.results.aggregate import aggregate
+
+    jobs, _ = jobs_of(tmp_path, methods="ewc", protocols="cil", seeds="0", overrides=["method.ewc_lambda=1.0,2.0"])
+    for job, recorded in zip(jobs, ("full", "last")):  # e.g. a validation grid point beside a Table 1 run
+        config = copy.deepcopy(job.config)
+        config["train"]["val_matrix"] = recorded
+        run = RunDir(job.run_dir).create()
+        run.write_config(config)
+        run.write_summary({"map": {"aa": 40.0, "forgetting": 1.0}})
+        run.write_profile({"method": {"family": "CL"}})
+        run.write_matrices(1, {"map": {"R": [[40.0]], "b": [1.0]}})
+        run.mark_done()
+    damaged = []
+    labels = sorted(r["label"] for r in aggregate(tmp_path, damaged=damaged))
+    assert not damaged
+    assert labels == ["ewc method.ewc_lambda=1", "ewc method.ewc_lambda=2"]  # train.val_matrix differs too: not named

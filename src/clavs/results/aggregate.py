@@ -18,7 +18,7 @@ from typing import Any
 from clavs.config import flatten
 from clavs.errors import RunDirError
 from clavs.metrics.names import ANYTIME_KEY, SUMMARY_KEYS
-from clavs.results.store import config_hash, list_runs, load_run
+from clavs.results.store import HASH_EXCLUDED, config_hash, list_runs, load_run
 
 
 def config_without_seed(config: dict[str, Any]) -> dict[str, Any]:
@@ -71,11 +71,12 @@ def aggregate(runs_dir: str | os.PathLike, metric: str = "map", split: str = "te
         siblings[(i.experiment, i.protocol, i.method)].append(k)
     rows = []
     for (experiment, protocol, method), keys in sorted(siblings.items()):
+        # Keys left out of the hash (train.val_matrix, ...) do not set groups apart: never in a label.
         differing = sorted({name for k in keys for name in flat[k]
-                            if len({repr(flat[o].get(name)) for o in keys}) > 1})
+                            if name not in HASH_EXCLUDED and len({repr(flat[o].get(name)) for o in keys}) > 1})
         for k in keys:
             items = groups[k]
-            variant = {name: flat[k].get(name) for name in differing if name not in ("runs_dir",)}
+            variant = {name: flat[k].get(name) for name in differing}
             label = method + "".join(f" {n}={_short(v)}" for n, v in variant.items())
             info = items[0]["method"]
             row: dict[str, Any] = {"experiment": experiment, "protocol": protocol, "method": method,

@@ -47,18 +47,18 @@ CHECKPOINT_DIR = "checkpoints"
 # to 1. train.val_matrix only says how many validation rows are recorded: training and the test
 # matrix are the same either way; train.keep_checkpoints only which checkpoint files stay on disk.
 # Precision, devices and nodes stay in: they change the numbers, e.g. DDP's global batch.)
-_HASH_EXCLUDED = ("runs_dir", "progress", "engine.threads", "engine.accelerator", "train.val_matrix",
+HASH_EXCLUDED = ("runs_dir", "progress", "engine.threads", "engine.accelerator", "train.val_matrix",
                   "train.keep_checkpoints")
 # What `clavs run --resume` may change (--devices, --num-nodes, --accelerator, --no-progress; the folder
 # may move).
-RESUME_MAY_CHANGE = _HASH_EXCLUDED + ("engine.devices", "engine.num_nodes")
+RESUME_MAY_CHANGE = HASH_EXCLUDED + ("engine.devices", "engine.num_nodes")
 _RUN_FOLDER = re.compile(r"^seed-?\d+-([0-9a-f]{8})$")
 
 
 def config_hash(config: dict[str, Any], length: int = 8) -> str:
     """Stable short hash of the resolved config (sorted-key JSON), ignoring execution-only keys."""
     pruned = json.loads(json.dumps(config, sort_keys=True, default=str))
-    for dotted in _HASH_EXCLUDED:
+    for dotted in HASH_EXCLUDED:
         node = pruned
         *parents, leaf = dotted.split(".")
         for p in parents:
@@ -75,7 +75,7 @@ def folder_hash(path: str | os.PathLike) -> str | None:
     return m.group(1) if m else None
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = _HASH_EXCLUDED) -> list[str]:
+def config_differences(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = HASH_EXCLUDED) -> list[str]:
     """Dotted keys whose values differ between two configs, as 'train.lr: 0.001 -> 0.5' (sorted)."""
     from clavs.config import flatten
 
