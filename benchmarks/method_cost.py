@@ -48,36 +48,54 @@ def per_task(profile: dict, key: str) -> float:
     return statistics.median(t.get(key) or 0.0 for t in profile["tasks"])
 
 
+def all_tasks(profile: dict, key: str) -> float:
+    return sum(t.get(key) or 0.0 for t in profile["tasks"])
+
+
+def print_table(results: list[tuple[str, dict]]) -> None:
+    """Per method: the median task and the sum over tasks (the first task, with most of the clips,
+    weighs most there), wall and training time, each against the mean of ATLAS's runs."""
+    atlas = [p for m, p in results if m == "atlas"]
+    base = {(f, k): statistics.mean(f(p, k) for p in atlas)
+            for f in (per_task, all_tasks) for k in ("wall_seconds", "train_seconds")}
+    atlas_times = " / ".join(f"{per_task(p, 'wall_seconds'):.1f}" for p in atlas)
+    print(f"\nATLAS runs: {atlas_times} s per task (first and last: the machine's drift over the invocation)\n")
+    print("| method | wall s, median task | / ATLAS | wall s, all tasks | / ATLAS | training s, all tasks | / ATLAS |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for method, profile in [r for r in results if r[0] != "atlas"] + [("atlas", atlas[0])]:
+        cells = []
+        for f, k in ((per_task, "wall_seconds"), (all_tasks, "wall_seconds"), (all_tasks, "train_seconds")):
+            value = statistics.mean(f(p, k) for p in atlas) if method == "atlas" else f(profile, k)
+            cells += [f"{value:.1f}", f"{value / base[(f, k)]:.2f}"]
+        print(f"| {method}{' (mean of its runs)' if method == 'atlas' else ''} | {' | '.join(cells)} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default {DEFAULT_METHODS})")
     parser.add_argument("--work", type=Path, help="folder for the runs (default: a temporary folder)")
+    parser.add_argument("--reprint", action="store_true", help="print the table of the runs already in --work")
     parser.add_argument("overrides", nargs="*", help=f"key=value for every run (default {' '.join(DEFAULT_OVERRIDES)})")
     args = parser.parse_args()
+    if args.reprint:
+        if args.work is None:
+            parser.error("--reprint needs --work DIR")
+        found = sorted(args.work.glob("[0-9][0-9]/*/*/*/*/*/profile.json"))  # NN/method/experiment/protocol/method/run
+        print_table([(f.parts[-3], json.loads(f.read_text())) for f in found])
+        return 0
     methods = [m for m in args.methods.split(",") if m and m != "atlas"]
     overrides = DEFAULT_OVERRIDES + args.overrides
     work = args.work or Path(tempfile.mkdtemp(prefix="clavs-method-cost-"))
     env = dict(os.environ)
 
     order = ["atlas"] + methods + ["atlas"]
-    results: list[tuple[str, dict, float]] = []
+    results: list[tuple[str, dict]] = []
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; runs: {' '.join(overrides)}; work: {work}", flush=True)
     for i, method in enumerate(order):
         profile, wall = run_method(method, work / f"{i:02d}", overrides, env)
-        results.append((method, profile, wall))
+        results.append((method, profile))
         print(f"  {method:<9} {per_task(profile, 'wall_seconds'):7.1f} s/task  (process {wall:.0f} s)", flush=True)
-
-    atlas = [p for m, p, _ in results if m == "atlas"]
-    base_wall = statistics.mean(per_task(p, "wall_seconds") for p in atlas)
-    base_train = statistics.mean(per_task(p, "train_seconds") for p in atlas)
-    print(f"\nATLAS first / last: {per_task(atlas[0], 'wall_seconds'):.1f} / {per_task(atlas[1], 'wall_seconds'):.1f} "
-          f"s per task (the machine's drift over the invocation)\n")
-    print("| method | wall s / task | wall / ATLAS | training s / task | training / ATLAS |")
-    print("|---|---:|---:|---:|---:|")
-    for method, profile, _ in results[1:-1]:
-        wall, train = per_task(profile, "wall_seconds"), per_task(profile, "train_seconds")
-        print(f"| {method} | {wall:.1f} | {wall / base_wall:.2f} | {train:.1f} | {train / base_train:.2f} |")
-    print(f"| atlas (mean of 2) | {base_wall:.1f} | 1.00 | {base_train:.1f} | 1.00 |")
+    print_table(results)
     return 0
 
 
