@@ -212,7 +212,7 @@ def _per_run(runs: ReportRuns, opts: ReportOptions, fig_dir: Path, page_dir: Pat
                      f'<a href="{esc(relative_link(info.path, page_dir))}">{esc(info.path.name)}</a><br>{links}'])
         if found:
             group, run = found
-            stem = _stem(f"anytime_{info.experiment}_{info.protocol}_{info.method}_seed{info.seed}_{info.path.name}")
+            stem = _stem(f"anytime_{info.experiment}_{info.protocol}_{info.method}_{info.path.name}")  # the folder names the seed
             fig = plot_anytime(run, opts.metric, f"{group.label} ({info.protocol.upper()}), seed {info.seed}",
                                fig_dir, stem)
             if fig is not None:
