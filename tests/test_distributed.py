@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from clavs.batch import Batch, ModelOutput, labelled_frames
 from clavs.engine.clips import embedding_numerics
-from clavs.engine.distributed import epoch_order, fresh_clips_in_step, shard, shard_positions, training_share
+from clavs.engine.distributed import epoch_order, fresh_clips_in_step, shard_positions, training_share
 from clavs.engine.evaluate import evaluate_batches
 from clavs.engine.runner import devices_per_node
 from clavs.methods.context import MethodContext, TaskData
@@ -69,8 +69,6 @@ def test_evaluation_shards_are_whole_batches_dealt_round_robin(n, world, block):
     assert sorted(p for part in parts for p in part) == list(range(n))  # disjoint, together all, no padding
     for r, part in enumerate(parts):
         assert all((p // block) % world == r for p in part)
-    items = [f"clip{i}" for i in range(n)]
-    assert shard(items, 1 % world, world, block) == [items[p] for p in parts[1 % world]]
 
 
 # --- sharded evaluation, merged -------------------------------------------------------------------

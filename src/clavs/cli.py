@@ -689,41 +689,25 @@ def _main(argv: list[str]) -> int:
 
     pin_cpu_kernels()  # before torch runs a kernel: the same numbers on every x86-64 CPU
     parser = build_parser()
-    if argv[:1] == ["run"]:  # options and key=value overrides may come in any order
-        args = parser.run_parser.parse_intermixed_args(argv[1:])
-        args.command = "run"
-    elif argv[:1] in (["sweep"], ["select"]):
-        args = parser.job_parsers[argv[0]].parse_intermixed_args(argv[1:])
+    # Options and key=value values may come in any order after these commands.
+    intermixed = {"run": parser.run_parser, **parser.job_parsers}
+    if argv[:1] and argv[0] in intermixed:
+        args = intermixed[argv[0]].parse_intermixed_args(argv[1:])
         args.command = argv[0]
     else:
         args = parser.parse_args(argv)
-    if args.command == "run":
-        return cmd_run(args)
     if args.command == "show":
         args.metric = args.metric or ["map"]
-        return cmd_show(args)
-    if args.command == "runs":
-        return cmd_runs(args)
-    if args.command == "table":
-        return cmd_table(args)
-    if args.command == "predict":
-        return cmd_predict(args)
-    if args.command == "sweep":
-        return cmd_sweep(args)
-    if args.command == "select":
-        return cmd_select(args)
-    if args.command == "report":
-        return cmd_report(args)
-    if args.command == "methods":
-        return cmd_methods(args)
-    if args.command == "pretrain":
-        return cmd_pretrain(args)
     if args.command == "data":
-        if args.data_command == "synth":
-            return cmd_data_synth(args)
-        if args.data_command == "check":
-            return cmd_data_check(args)
-        parser.parse_args(["data", "--help"])
+        handler = {"synth": cmd_data_synth, "check": cmd_data_check}.get(args.data_command)
+        if handler is None:
+            parser.parse_args(["data", "--help"])  # prints the subcommands and exits
+        return handler(args)
+    handler = {"run": cmd_run, "show": cmd_show, "runs": cmd_runs, "table": cmd_table, "predict": cmd_predict,
+               "sweep": cmd_sweep, "select": cmd_select, "report": cmd_report, "methods": cmd_methods,
+               "pretrain": cmd_pretrain}.get(args.command)
+    if handler is not None:
+        return handler(args)
     parser.print_help()
     return 0
 

@@ -133,10 +133,11 @@ def resolve_config(
     for key, value in list((options or {}).items()) + parsed:
         if key == "method.name" and value is not None:
             method = value
-    method = method or dict(from_file).get("method.name") or config["method"]["name"]
+    file_method = dict(from_file).get("method.name")
+    method = method or file_method or config["method"]["name"]
     method_cls = get_method_class(method)
-    if dict(from_file).get("method.name") not in (None, method_cls.name):
-        raise ConfigError(f"--config {config_file} holds settings of method '{dict(from_file)['method.name']}', "
+    if file_method not in (None, method_cls.name):
+        raise ConfigError(f"--config {config_file} holds settings of method '{file_method}', "
                           f"not of '{method_cls.name}'")
     config["method"] = {"name": method_cls.name, **method_cls.default_hparams(config)}
 

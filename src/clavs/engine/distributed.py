@@ -17,22 +17,15 @@ The states are gathered and merged in position order.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, TypeVar
+from typing import Any
 
 import torch
-
-T = TypeVar("T")
 
 
 def shard_positions(n: int, rank: int, world: int, block: int = 1) -> list[int]:
     """The positions of a set of n items process `rank` takes: blocks of `block` consecutive
     positions dealt round-robin (block k to process k mod world); disjoint, together all n."""
     return [p for p in range(n) if (p // block) % world == rank]
-
-
-def shard(items: Sequence[T], rank: int, world: int, block: int = 1) -> list[T]:
-    """Process `rank`'s share of `items` (shard_positions)."""
-    return [items[p] for p in shard_positions(len(items), rank, world, block)]
 
 
 def epoch_order(n: int, seed: int) -> list[int]:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from clavs.batch import Batch
 from clavs.engine.clips import ClipStore, ClipSubset
-from clavs.engine.distributed import all_gather_rows, fresh_clips_in_step, gather_stats, shard, shard_positions, training_share
+from clavs.engine.distributed import all_gather_rows, fresh_clips_in_step, gather_stats, shard_positions, training_share
 from clavs.engine.evaluate import evaluate_batches
 from clavs.methods.context import MethodContext, TaskData
 from clavs.utils.seeding import seed_all, task_seed
@@ -142,10 +142,13 @@ class Trainer:
             return self.loader(split, mine, task_id=task_id, train=False)
         return TaskData(batches)
 
+    def _shard_positions(self, n: int) -> list[int]:
+        """Positions of this process's share of n clips to score or pass over: whole evaluation batches,
+        dealt round-robin (engine/distributed.py), so that every batch is one a single process forms too."""
+        return shard_positions(n, self.fabric.global_rank, self.fabric.world_size, self.cfg["train"]["eval_batch_size"])
+
     def _shard(self, indices: Sequence[int]) -> list[int]:
-        """This process's share of clips to score or pass over: whole evaluation batches, dealt
-        round-robin (engine/distributed.py), so that every batch is one a single process forms too."""
-        return shard(indices, self.fabric.global_rank, self.fabric.world_size, self.cfg["train"]["eval_batch_size"])
+        return [indices[p] for p in self._shard_positions(len(indices))]
 
     def _gather(self, local: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         return all_gather_rows(self.fabric, local)
@@ -160,8 +163,7 @@ class Trainer:
     def score(self, split: str, indices: Sequence[int], task_id: int) -> dict[str, Any]:
         """Every metric on the clips `indices`: each process scores its share (_shard), and the states
         of all are merged (engine/evaluate.py), so every process returns the whole set's scores."""
-        positions = shard_positions(len(indices), self.fabric.global_rank, self.fabric.world_size,
-                                    self.cfg["train"]["eval_batch_size"])
+        positions = self._shard_positions(len(indices))
         mine = [indices[p] for p in positions]
         with self.fabric.autocast():
             return evaluate_batches(self.method, self.loader(split, mine, task_id=task_id, train=False),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +33,13 @@ class PointScore:
 
     @property
     def mean(self) -> float:
-        return sum(self.values.values()) / len(self.values) if self.values else math.nan
+        return statistics.fmean(self.values.values()) if self.values else math.nan
 
     @property
     def std(self) -> float:
+        """Sample standard deviation over the seeds (0 for one seed, NaN for none)."""
         n = len(self.values)
-        if n < 2:
-            return 0.0 if n else math.nan
-        return math.sqrt(sum((v - self.mean) ** 2 for v in self.values.values()) / (n - 1))
+        return statistics.stdev(self.values.values()) if n > 1 else (0.0 if n else math.nan)
 
 
 def validation_aa(run_dir: Path, metric: str) -> float | None:

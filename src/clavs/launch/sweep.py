@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from clavs.launch.grid import Job
 from clavs.launch.jobs import JobResult
-from clavs.results.store import RunDir
+from clavs.results.store import CONFIG_FILE, RunDir
 
 
 @dataclass
@@ -37,12 +37,13 @@ def job_status(job: Job) -> str:
     run = RunDir(job.run_dir)
     if run.done:
         return "done"
-    return "unfinished" if (run.path / "config.yaml").exists() else "new"
+    return "unfinished" if (run.path / CONFIG_FILE).exists() else "new"
 
 
 def run_sweep(jobs: list[Job], launcher: Any, console: Any, *, progress: bool = True) -> SweepReport:
-    report = SweepReport(skipped=[j for j in jobs if RunDir(j.run_dir).done])
-    todo = [j for j in jobs if not RunDir(j.run_dir).done]
+    finished = {j.run_dir for j in jobs if RunDir(j.run_dir).done}
+    report = SweepReport(skipped=[j for j in jobs if j.run_dir in finished])
+    todo = [j for j in jobs if j.run_dir not in finished]
     console.print(f"sweep: {len(jobs)} jobs, {len(report.skipped)} already done, {len(todo)} to run "
                   f"({launcher.describe()})")
     if not todo:
