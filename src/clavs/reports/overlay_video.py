@@ -53,17 +53,13 @@ def write_overlay_video(path: Path, frames: Iterable[tuple[np.ndarray, float]], 
     """Write `frames` ((uint8 RGB [H,W,3], time in s)) before `seconds`, each with the mask `mask_at(time)`
     drawn over it, and `audio` (planar float32 [channels, n], rate, layout) up to `seconds`, as an MP4.
     Returns what was written: codecs, frame count, audio samples and rate."""
-    return _atomic_container(path, lambda out: _encode(out, frames, fps, mask_at, audio, seconds))
-
-
-def _atomic_container(path: Path, encode: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     import av
 
     info: dict[str, Any] = {}
 
     def write(f: Any) -> None:
         with av.open(f, "w", format="mp4") as out:
-            info.update(encode(out))
+            info.update(_encode(out, frames, fps, mask_at, audio, seconds))
 
     atomic_write(path, write, "wb")
     return info
