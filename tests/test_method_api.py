@@ -204,3 +204,40 @@ def test_visible_boundaries_in_tfcl_keep_per_task_training(clavs_home, tmp_path)
     run_experiment(config)
     assert [c[1] for c in _Recorder.calls if c[0] == "begin_task"] == [0, 1, 2]
     assert [c[0] for c in _Recorder.calls].count("end_task") == 3
+
+
+@register
+class _FirstTaskRecorder(_Recorder):
+    """Asks for the stream's first task end (as RanPAC and FeCAM do) and keeps no step schedule."""
+
+    name = "_test_first_task_recorder"
+
+    def told_first_task_end(self):
+        return True
+
+    def consolidation_interval(self):
+        return None
+
+    def predict(self, batch):
+        self.calls.append(("predict",))
+        return super().predict(batch)
+
+
+def test_a_stream_tells_the_first_task_end_only_to_a_method_that_asks_before_scoring_it(clavs_home, tmp_path):
+    _Recorder.calls.clear()
+    _Recorder.seen.clear()
+    config = _config(tmp_path, "protocol.split=31-5", "protocol.num_tasks=3", "protocol.anytime_every=0",
+                     "train.epochs=2", method="_test_first_task_recorder")
+    config["protocol"]["name"] = "tfcl"
+    path = run_experiment(config)
+    calls = [c[0] for c in _Recorder.calls]
+    assert calls.count("consolidate") == 1  # the first task's end and no later boundary
+    first_task_steps = load_run(path)["profile"]["tasks"][0]["steps"]
+    steps = [i for i, c in enumerate(calls) if c == "training_step"]
+    at = calls.index("consolidate")
+    assert steps[first_task_steps - 1] < at < steps[first_task_steps]  # after the first task's last step
+    assert "predict" not in calls[steps[first_task_steps - 1]:at]  # and before the first task is scored
+    assert "predict" in calls[at:steps[first_task_steps]]
+    # the clips it is given: the first task's, each once though the stream showed them twice
+    first = load_run(path)["profile"]["tasks"][0]
+    assert _Recorder.seen["consolidate"] == [first["train_frames"] // (2 * 5)]  # 2 passes of 5-frame clips

@@ -332,8 +332,9 @@ def test_fecam_heads_equal_class_means_and_shrunk_correlations_of_the_same_featu
 
 @pytest.mark.parametrize("cls", [RanPAC, FeCAM], ids=["ranpac", "fecam"])
 def test_task_free_first_session_ends_at_the_first_consolidation(cls):
+    assert build(cls, "dil", task_free=True).told_first_task_end()  # default: the first session is the first task
     method = build(cls, "dil", seed=12, task_free=True, consolidate_every=3)
-    assert method.consolidation_interval() == 3
+    assert method.consolidation_interval() == 3 and not method.told_first_task_end()  # N steps, told nothing
     method.begin_task(None)
     task = method.scenario.tasks[0]
     assert method.trained_groups() == cls.trains  # the stream's one optimiser covers the first session
@@ -512,9 +513,7 @@ MASK_METRICS = tuple(SEGMENTATION_METRICS)
 @pytest.mark.parametrize("protocol", ["til", "cil", "dil", "tfcl"])
 @pytest.mark.parametrize("method", ["ranpac", "fecam"])
 def test_runs_in_every_protocol_with_zero_forgetting(smoke_run, method, protocol):
-    # the smoke stream has one step per hidden task: the first session is the first step
-    extra = ("method.consolidate_every=1",) if protocol == "tfcl" else ()
-    path = smoke_run(method, protocol, *extra)
+    path = smoke_run(method, protocol)  # a stream: the first session is its first task (told its end)
     T = check_finished(path, method, 3 if protocol == "tfcl" else None)
     summary = read_json(path, "summary.json")
     for name in MASK_METRICS + (("acc",) if protocol == "til" else ()):

@@ -7,9 +7,10 @@ train.val_matrix=full) -> checkpoint.
 Two schedules share the step:
 - visible boundaries (TIL, CIL, DIL; TF-CL with protocol.boundaries=visible): per task, a fresh
   optimiser, `epochs` passes, model selection on the task's validation clips, end_task;
-- a task-free stream (TF-CL by default): the method is told of no boundary; one optimiser runs over
-  the stream (each hidden task's clips `epochs` times as they arrive), the method consolidates on its
-  own schedule, and the seen test clips are scored every `protocol.anytime_every` steps (the
+- a task-free stream (TF-CL by default): the method is told of no boundary (one exception: a method
+  whose algorithm is defined by its first task may ask to be told where the first one ends,
+  `told_first_task_end()`); one optimiser runs over the stream (each hidden task's clips `epochs`
+  times as they arrive), the method consolidates on its own schedule, and the seen test clips are scored every `protocol.anytime_every` steps (the
   anytime-accuracy curve). The accuracy matrix is still filled at the hidden task ends: evaluation
   is the benchmark's business, not the method's.
 """
@@ -351,11 +352,7 @@ class Trainer:
                         fresh = fresh_clips_in_step(i, tc["batch_size"], self.fabric.world_size, len(task.train))
                         state.profile["clips_seen"] = state.profile.get("clips_seen", 0) + fresh
                     if interval and state.step % interval == 0:
-                        window[:] = self._all_windows(window)
-                        model.eval()
-                        self.method.consolidate(self.ctx.data("train"))
-                        window.clear()
-                        model.train()
+                        self._consolidate(model, window)
                     if every and state.step % every == 0:
                         self.anytime_point(state, t)
                     if bar is not None:
@@ -363,12 +360,22 @@ class Trainer:
                 stats["train_seconds"] += time.perf_counter() - start
             if bar is not None:
                 self.progress.remove_task(bar)
+            if t == 0 and self.method.told_first_task_end():  # the one boundary a method may be told
+                self._consolidate(model, window)
             window[:] = self._all_windows(window)
             state.window = list(window)
             state.optimizer = optimizer.state_dict()
             self._after_task(state, t, stats, start_task)
         self.ctx.data_source = None
         return state
+
+    def _consolidate(self, model, window: list[int]) -> None:
+        """The method's consolidation in a stream, on every process's clips since the previous one."""
+        window[:] = self._all_windows(window)
+        model.eval()
+        self.method.consolidate(self.ctx.data("train"))
+        window.clear()
+        model.train()
 
     def _all_windows(self, window: list[int]) -> list[int]:
         """The clips every process trained on since the last consolidation (each knows its own)."""

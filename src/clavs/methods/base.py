@@ -26,7 +26,10 @@ Hook order (the engine calls them; tests/test_method_api.py pins it):
                                                    clips as prepared batches; default: consolidate(data)
     task-free stream (TF-CL, hidden boundaries): begin_task(None) once, one optimiser for the whole
         stream, the same steps, and consolidate(data) every `consolidation_interval()` steps with the
-        clips seen since the previous consolidation; end_task is never called.
+        clips seen since the previous consolidation; end_task is never called. The one boundary a
+        method may be told: if told_first_task_end(), consolidate(data) also runs once when the
+        stream's first task ends, before it is scored (RanPAC and FeCAM: their first session is by
+        definition the first task).
     predict(batch) -> ModelOutput                  evaluation, no gradients
     state_dict() / load_state_dict(state)          everything beyond the network's weights, to resume exactly
 
@@ -288,6 +291,12 @@ class Method:
         consolidate declare a hyperparameter `consolidate_every`."""
         value = getattr(self.hp, "consolidate_every", None)
         return int(value) if value else None
+
+    def told_first_task_end(self) -> bool:
+        """Task-free stream: whether the engine tells this method where the stream's first task ends
+        (by a consolidate call then). False for every method but those whose algorithm is defined by
+        its first task; no method is told any later boundary."""
+        return False
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> ModelOutput:

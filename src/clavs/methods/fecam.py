@@ -27,7 +27,7 @@ class FeCAMHparams:
     shrink1: float = 1.0         # a1: weight of mean(diag S) I in the shrinkage (the ViT variant's 1)
     shrink2: float = 0.0         # a2: weight of mean(offdiag S) (1 - I) (the ViT variant's 0)
     normalize_cov: bool = True   # normalise the shrunk covariance to a correlation matrix (norm_cov)
-    consolidate_every: int = 40  # task-free streams: the first session's length in training steps (validation: 10, 20, 40)
+    consolidate_every: int = 0   # task-free streams: 0 = the first session is the stream's first task; N = its first N steps
 
 
 @register

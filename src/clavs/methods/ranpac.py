@@ -3,7 +3,7 @@ parameter-efficient tuning, then frozen features, a random ReLU projection h = r
 heads W = (G + lambda I)^-1 Q fitted in closed form from accumulated sums (parts/closed_form.py,
 parts/first_session.py); no gradient after the first session.
 
-- First session (task 0, or the first `consolidate_every` steps of a task-free stream): the network's
+- First session (task 0, in a task-free stream too: parts/first_session.py): the network's
   new parts (audio projection, fusion, decoder, heads) and, in the pretrained visual encoder, only the
   scale and shift of its LayerNorms: the plain ViT has no adapters, and these are its SSF-like
   parameters (the original tunes SSF/adapters of the ViT and keeps its weights).
@@ -35,7 +35,7 @@ class RanPACHparams:
     rp_dim: int = 1024           # M of the class head's projection (the original 10000; G is M x M)
     mask_rp_dim: int = 256       # M of the mask head's projection: 16x the decoder's 16-wide pixel features
     pixels_per_frame: int = 256  # pixels per labelled frame in the mask head's statistics (0: all)
-    consolidate_every: int = 40  # task-free streams: the first session's length in training steps (validation: 10, 20, 40)
+    consolidate_every: int = 0   # task-free streams: 0 = the first session is the stream's first task; N = its first N steps
 
 
 @register

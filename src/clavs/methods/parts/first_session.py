@@ -1,8 +1,13 @@
 """What RanPAC and FeCAM share: learn in a first session, then freeze the network and predict with
 closed-form heads (parts/closed_form.py) fitted on its frozen features.
 
-Schedule. The first session is task 0 (visible boundaries) or, in a task-free stream, the first
-`consolidate_every` training steps; it ends with the first fit. Afterwards no weight changes:
+Schedule. The first session is task 0, also in a task-free stream: the original algorithms are defined
+by their first task, so these methods ask the engine where the stream's first task ends
+(told_first_task_end; no later boundary reaches them) and freeze there, before that task is first
+scored, which is what makes their forgetting exactly 0 in every protocol. `consolidate_every=N` > 0
+instead ends it after the first N training steps of the stream, told nothing (for comparison: a
+session that outlasts the first task is scored while it still trains, and forgets). It ends with the
+first fit. Afterwards no weight changes:
 trained_groups() is empty (visible boundaries: the engine builds no optimiser), and in a stream, whose
 one optimiser is kept, training_step returns {} (the engine then skips backward and the step).
 
@@ -130,6 +135,9 @@ class FirstSessionMethod(Method):
 
     def end_task(self, task, data):
         self.fit(data, task)
+
+    def told_first_task_end(self):
+        return not self.hp.consolidate_every
 
     def consolidate(self, data):
         """Task-free stream: the first consolidation ends the first session; later ones have nothing to do."""
