@@ -170,14 +170,19 @@ def test_hook_order_and_data_with_visible_boundaries(clavs_home, tmp_path):
     assert float(ck["model"]["method_modules.toy_adapter.scale"]) > 1.0  # and trained towards 2
 
 
-def test_task_free_stream_reveals_no_boundary(clavs_home, tmp_path):
+def _run_stream(tmp_path, method: str, anytime_every: int):
+    """A recorder on a 3-task TF-CL stream, 2 passes per task: the run directory and the hook names."""
     _Recorder.calls.clear()
     _Recorder.seen.clear()
-    config = _config(tmp_path, "protocol.split=31-5", "protocol.num_tasks=3", "protocol.anytime_every=1",
-                     "train.epochs=2", method="_test_recorder")
+    config = _config(tmp_path, "protocol.split=31-5", "protocol.num_tasks=3", f"protocol.anytime_every={anytime_every}",
+                     "train.epochs=2", method=method)
     config["protocol"]["name"] = "tfcl"
     path = run_experiment(config)
-    calls = [c[0] for c in _Recorder.calls]
+    return path, [c[0] for c in _Recorder.calls]
+
+
+def test_task_free_stream_reveals_no_boundary(clavs_home, tmp_path):
+    path, calls = _run_stream(tmp_path, "_test_recorder", anytime_every=1)
     assert [c for c in _Recorder.calls if c[0] == "begin_task"] == [("begin_task", None)]
     assert calls.count("param_groups") == 1  # one optimiser for the whole stream
     assert "end_task" not in calls and "selection_state" not in calls
@@ -224,13 +229,7 @@ class _FirstTaskRecorder(_Recorder):
 
 
 def test_a_stream_tells_the_first_task_end_only_to_a_method_that_asks_before_scoring_it(clavs_home, tmp_path):
-    _Recorder.calls.clear()
-    _Recorder.seen.clear()
-    config = _config(tmp_path, "protocol.split=31-5", "protocol.num_tasks=3", "protocol.anytime_every=0",
-                     "train.epochs=2", method="_test_first_task_recorder")
-    config["protocol"]["name"] = "tfcl"
-    path = run_experiment(config)
-    calls = [c[0] for c in _Recorder.calls]
+    path, calls = _run_stream(tmp_path, "_test_first_task_recorder", anytime_every=0)
     assert calls.count("consolidate") == 1  # the first task's end and no later boundary
     first_task_steps = load_run(path)["profile"]["tasks"][0]["steps"]
     steps = [i for i, c in enumerate(calls) if c == "training_step"]

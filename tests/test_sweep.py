@@ -117,9 +117,13 @@ def test_shipped_grids_expand(tmp_path):
     full = {j.run_dir for j in table2 if dict(j.point)["method.lra"] == "true" == dict(j.point)["method.pre_conditioning"]}
     assert full <= {j.run_dir for j in table1}
     validation, _ = jobs_of(tmp_path, grid="validation", preset=None)
-    assert sorted(j.method for j in validation) == (["atlas"] * 6 + ["dgr"] * 2 + ["ewc"] * 2 + ["fecam"] * 3 + ["l2p"] * 2
-                                                   + ["lwf"] * 2 + ["mas"] * 2 + ["panda"] * 2 + ["ranpac"] * 3 + ["si"] * 2)
-    assert {j.protocol for j in validation if j.method in ("ranpac", "fecam")} == {"tfcl"}
+    assert sorted(j.method for j in validation) == (["atlas"] * 6 + ["dgr"] * 2 + ["ewc"] * 2 + ["l2p"] * 2
+                                                   + ["lwf"] * 2 + ["mas"] * 2 + ["panda"] * 2 + ["si"] * 2)
+    # RanPAC/FeCAM's first-session comparison: its default point is Table 1's TF-CL run (val_matrix is unhashed)
+    first_session, _ = jobs_of(tmp_path, grid="first_session", preset=None)
+    assert sorted((j.method, j.protocol) for j in first_session) == [("fecam", "tfcl")] * 4 + [("ranpac", "tfcl")] * 4
+    defaults = {j.run_dir for j in first_session if dict(j.point)["method.consolidate_every"] == "0"}
+    assert len(defaults) == 2 and defaults <= {j.run_dir for j in table1}
     # the run directories scripts/select_hparams.py made before the grids moved to YAML
     by_hand = resolve_config(method="atlas", options={"seed": 0, "runs_dir": str(tmp_path)},
                              overrides=["experiment=synthavs", "train.val_matrix=full", "method.lra_lambda=5.0",

@@ -349,7 +349,7 @@ def _add_job_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=v1,v2",
                    help="a config value for every job, or an axis of the grid when it lists several values "
                         "(method.* keys reach only the methods that have them)")
-    p.add_argument("--grid", metavar="NAME|FILE", help="a YAML grid: table1, table2, validation (shipped in "
+    p.add_argument("--grid", metavar="NAME|FILE", help="a YAML grid: table1, table2, validation, first_session (shipped in "
                                                        "clavs/configs/experiments/) or a file of yours")
     p.add_argument("--methods", help="comma-separated methods, or all (with --grid: keep only these)")
     p.add_argument("--protocols", help="comma-separated protocols (default cil; with --grid: keep only these)")
