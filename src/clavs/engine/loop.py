@@ -10,9 +10,9 @@ Two schedules share the step:
 - a task-free stream (TF-CL by default): the method is told of no boundary (one exception: a method
   whose algorithm is defined by its first task may ask to be told where the first one ends,
   `told_first_task_end()`); one optimiser runs over the stream (each hidden task's clips `epochs`
-  times as they arrive), the method consolidates on its own schedule, and the seen test clips are scored every `protocol.anytime_every` steps (the
-  anytime-accuracy curve). The accuracy matrix is still filled at the hidden task ends: evaluation
-  is the benchmark's business, not the method's.
+  times as they arrive), the method consolidates on its own schedule, and the seen test clips are
+  scored every `protocol.anytime_every` steps (the anytime-accuracy curve). The accuracy matrix is
+  still filled at the hidden task ends: evaluation is the benchmark's business, not the method's.
 """
 
 from __future__ import annotations
