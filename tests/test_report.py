@@ -18,7 +18,7 @@ from PIL import Image
 from clavs.config import resolve_config
 from clavs.engine.runner import run_experiment
 from clavs.reports.collect import MethodGroup, collect_runs
-from clavs.reports.paper_figures import anytime_points, mean_matrix, plot_anytime
+from clavs.reports.paper_figures import anytime_points, mean_anytime_curve, mean_matrix, plot_anytime, plot_anytime_methods
 from clavs.reports.radar import AXES, normalise, radar_profiles
 from clavs.reports.report import ReportOptions, build_report
 
@@ -163,6 +163,23 @@ def test_anytime_curve_is_drawn_only_for_runs_that_have_one(tmp_path):
     assert fig.png_path.is_file() and fig.svg_path.is_file()
     assert plot_anytime({"anytime": {}}, "map", "x", tmp_path, "none") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_methods_anytime_curves_average_the_seeds_at_the_steps_all_of_them_evaluated(tmp_path):
+    def run(points, a_auc):
+        return {"anytime": {"points": [{"step": k, "clips_seen": n, "scores": {"map": v}} for k, n, v in points]},
+                "summary": {"map": {"a_auc": a_auc}}}
+    seed0 = run([(25, 100, 10.0), (50, 200, 20.0)], 12.0)
+    seed1 = run([(25, 110, 30.0), (50, 190, 40.0), (75, 300, 99.0)], 14.0)  # step 75: only this seed
+    assert mean_anytime_curve([seed0, seed1], "map") == ([105.0, 195.0], [20.0, 30.0])
+    assert mean_anytime_curve([seed0, {"anytime": {}}], "map") == ([], [])  # a seed without a curve: no mean
+    groups = [MethodGroup(row={"protocol": "tfcl"}, runs=[seed0, seed1], label="ewc"),
+              MethodGroup(row={"protocol": "cil"}, runs=[{"summary": {}}], label="atlas")]
+    fig = plot_anytime_methods(groups, "map", tmp_path)
+    assert fig.png_path.name == "anytime_by_method.png" and fig.svg_path.is_file()
+    svg = fig.svg_path.read_text()
+    assert "ewc (A_auc 13.00, 2 seeds)" in svg and "atlas" not in svg  # the legend: mean A_auc; no curve, no line
+    assert plot_anytime_methods(groups[1:], "map", tmp_path, stem="none") is None
 
 
 # ================================================================== Figure 3

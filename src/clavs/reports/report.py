@@ -3,8 +3,8 @@ one self-contained HTML page, DIR/index.html, with every figure also as PNG and 
 
 Sections: the tables (reports/benchmark_table.py), Figure 4 (forward transfer vs forgetting, TIL and
 DIL), Figure 5 (Max-F accuracy matrices, CIL), Figure 6 (radar profiles, each axis defined on the
-page), Figure 3 (qualitative overlays from the runs' last checkpoints), and per run its files and its
-anytime-accuracy curve. A figure that has no runs to show is replaced by a note saying why.
+page), every method's anytime-accuracy curve (task-free runs, mean over seeds), Figure 3 (qualitative
+overlays from the runs' last checkpoints), and per run its files and (folded) its anytime-accuracy curve. A figure that has no runs to show is replaced by a note saying why.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from clavs.protocols.scenario import PROTOCOL_NAMES
 from clavs.reports.collect import ReportRuns, collect_runs
 from clavs.reports.figures import SavedFigure
 from clavs.reports.html import Page, Section, esc, figure_html, notes_html, relative_link, table_html
-from clavs.reports.paper_figures import (HEATMAP_PROTOCOL, TRANSFER_PROTOCOLS, plot_anytime, plot_heatmaps,
+from clavs.reports.paper_figures import (HEATMAP_PROTOCOL, TRANSFER_PROTOCOLS, plot_anytime, plot_anytime_methods, plot_heatmaps,
                                          plot_transfer_forgetting)
 from clavs.reports.radar import AXES, FLOOR, plot_radar, radar_profiles
 from clavs.utils.io import atomic_write_text
@@ -87,6 +87,8 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, option
     page.sections.append(_figure5(runs, opts, figures_dir, out, report))
     log("Figure 6: radar profiles")
     page.sections.append(_figure6(runs, opts, figures_dir, out, report))
+    log("anytime accuracy")
+    page.sections.append(_anytime(runs, opts, figures_dir, out, report))
     log("Figure 3: qualitative overlays")
     page.sections.append(_figure3(runs, opts, figures_dir, out, report))
     log("runs")
@@ -198,6 +200,17 @@ def _figure3(runs: ReportRuns, opts: ReportOptions, fig_dir: Path, page_dir: Pat
     return _figure_section("fig3", title, fig, "; ".join(notes), report, page_dir, caption, notes_html(notes))
 
 
+def _anytime(runs: ReportRuns, opts: ReportOptions, fig_dir: Path, page_dir: Path, report: Report) -> Section:
+    fig = plot_anytime_methods(runs.groups, opts.metric, fig_dir)
+    name = esc(METRIC_TITLES.get(opts.metric, opts.metric))
+    caption = (f"Each method's {name} on the test clips of the tasks seen so far, at every anytime evaluation of its "
+               f"task-free runs, averaged over seeds at the training steps all of them evaluated (x: the mean clips "
+               f"seen there). The legend gives the mean A_auc, best first; each run's own curve is under Runs.")
+    return _figure_section("anytime", "Anytime accuracy (task-free TF-CL)", fig,
+                           "no run has an anytime-accuracy curve (only task-free TF-CL runs with "
+                           "protocol.anytime_every > 0 record one)", report, page_dir, caption)
+
+
 def _per_run(runs: ReportRuns, opts: ReportOptions, fig_dir: Path, page_dir: Path, report: Report) -> Section:
     name = METRIC_TITLES.get(opts.metric, opts.metric)
     by_path = {str(run["path"]): (g, run) for g in runs.groups for run in g.runs}
@@ -225,8 +238,9 @@ def _per_run(runs: ReportRuns, opts: ReportOptions, fig_dir: Path, page_dir: Pat
                       rows, numeric={3, 5})
     if runs.damaged:
         body += "<p>Damaged run directories, left out:</p>" + notes_html([f"{p}: {why}" for p, why in runs.damaged])
-    if curves:
-        body += "<h3>Anytime-accuracy curves</h3>" + "".join(curves)
+    if curves:  # folded: one per run (33 in a Table 1 sweep); the section above draws them together
+        body += (f"<details><summary>Anytime-accuracy curves of each run ({len(curves)})</summary>"
+                 + "".join(curves) + "</details>")
     else:
         body += notes_html(["no run has an anytime-accuracy curve (only task-free TF-CL runs with "
                             "protocol.anytime_every > 0 record one)"])
