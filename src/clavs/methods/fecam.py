@@ -32,7 +32,8 @@ class FeCAMHparams:
 
 @register
 class FeCAM(FirstSessionMethod):
-    """FeCAM: first-task training (TF-CL tells it that task's end and no other), then frozen features, class-wise shrunk Gaussians, Mahalanobis scores."""
+    """FeCAM: first-task training (TF-CL tells it that task's end and no other), then frozen features,
+    class-wise shrunk Gaussians, Mahalanobis scores."""
 
     name = "fecam"
     family = "cl"

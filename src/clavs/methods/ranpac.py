@@ -40,7 +40,8 @@ class RanPACHparams:
 
 @register
 class RanPAC(FirstSessionMethod):
-    """RanPAC: first-session tuning (the first task; TF-CL tells it that task's end and no other), then frozen features, random ReLU projection, closed-form ridge heads."""
+    """RanPAC: first-session tuning (the first task; TF-CL tells it that task's end and no other), then
+    frozen features, random ReLU projection, closed-form ridge heads."""
 
     name = "ranpac"
     family = "cl"

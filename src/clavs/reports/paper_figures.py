@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from typing import Any
 
 from clavs.metrics.names import METRIC_TITLES
@@ -100,57 +101,60 @@ def plot_heatmaps(groups: list[MethodGroup], metric: str, out_dir: str | os.Path
     return save_figure(fig, out_dir, stem)
 
 
+def _anytime_rows(run: dict[str, Any], metric: str) -> dict[Any, tuple[float, float]]:
+    """{training step: (clips seen, score)} of every anytime evaluation of a run that has `metric`, in
+    order (a point without a step is keyed by its place)."""
+    rows = {}
+    for i, p in enumerate((run.get("anytime") or {}).get("points") or []):
+        n, v = p.get("clips_seen"), (p.get("scores") or {}).get(metric)
+        if isinstance(n, (int, float)) and isinstance(v, (int, float)):
+            rows[p.get("step", i)] = (float(n), float(v))
+    return rows
+
+
 def anytime_points(run: dict[str, Any], metric: str) -> tuple[list[float], list[float]]:
     """(clips seen, score) of every anytime evaluation of a run that has `metric`; empty without a curve."""
-    points = (run.get("anytime") or {}).get("points") or []
-    pairs = [(p.get("clips_seen"), (p.get("scores") or {}).get(metric)) for p in points]
-    pairs = [(float(n), float(s)) for n, s in pairs if isinstance(n, (int, float)) and isinstance(s, (int, float))]
-    return [n for n, _ in pairs], [s for _, s in pairs]
+    rows = list(_anytime_rows(run, metric).values())
+    return [n for n, _ in rows], [v for _, v in rows]
 
 
 def mean_anytime_curve(runs: list[dict[str, Any]], metric: str) -> tuple[list[float], list[float]]:
     """(clips seen, score), each the mean over `runs` (seeds) at the training steps where every one of
     them was evaluated; empty when a run has no curve."""
-    by_step = []
-    for run in runs:
-        points = (run.get("anytime") or {}).get("points") or []
-        curve = {p.get("step"): (p.get("clips_seen"), (p.get("scores") or {}).get(metric)) for p in points}
-        curve = {k: (float(n), float(v)) for k, (n, v) in curve.items()
-                 if isinstance(n, (int, float)) and isinstance(v, (int, float))}
-        if not curve:
-            return [], []
-        by_step.append(curve)
-    steps = sorted(set.intersection(*(set(c) for c in by_step))) if by_step else []
-    return ([sum(c[k][0] for c in by_step) / len(by_step) for k in steps],
-            [sum(c[k][1] for c in by_step) / len(by_step) for k in steps])
+    curves = [_anytime_rows(run, metric) for run in runs]
+    if not curves or not all(curves):
+        return [], []
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return ([statistics.fmean(c[k][0] for c in curves) for k in steps],
+            [statistics.fmean(c[k][1] for c in curves) for k in steps])
+
+
+def mean_a_auc(group: MethodGroup, metric: str) -> float:
+    """The mean A_auc of `metric` over the group's runs that have one (NaN when none has)."""
+    values = [((r.get("summary") or {}).get(metric) or {}).get("a_auc") for r in group.runs]
+    values = [v for v in values if isinstance(v, (int, float))]
+    return statistics.fmean(values) if values else math.nan
 
 
 def plot_anytime_methods(groups: list[MethodGroup], metric: str, out_dir: str | os.PathLike,
                          stem: str = "anytime_by_method") -> SavedFigure | None:
     """Every method's anytime-accuracy curve in one plot (mean over its seeds; the legend gives the
     mean A_auc, best first); None when no group has a curve."""
-    curves = [(g, *mean_anytime_curve(g.runs, metric)) for g in groups]
-    curves = [(g, x, y) for g, x, y in curves if x]
+    curves = [(g, mean_a_auc(g, metric), *mean_anytime_curve(g.runs, metric)) for g in groups]
+    curves = sorted((c for c in curves if c[2]), key=lambda c: (math.isnan(c[1]), -c[1]))
     if not curves:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    styles = method_styles(g.label for g, _, _ in curves)
-    name = METRIC_TITLES.get(metric, metric)
-    def mean_a_auc(g: MethodGroup) -> float:
-        values = [((r.get("summary") or {}).get(metric) or {}).get("a_auc") for r in g.runs]
-        values = [v for v in values if isinstance(v, (int, float))]
-        return sum(values) / len(values) if values else math.nan
-
-    for g, x, y in sorted(curves, key=lambda c: (math.isnan(mean_a_auc(c[0])), -mean_a_auc(c[0]))):
+    styles = method_styles(g.label for g, *_ in curves)
+    for g, a_auc, x, y in curves:
         style = styles[g.label]
-        a_auc = mean_a_auc(g)
         seeds = f", {len(g.runs)} seeds" if len(g.runs) > 1 else ""
         label = g.label + (f" (A_auc {a_auc:.2f}{seeds})" if not math.isnan(a_auc) else "")
         ax.step([0.0] + x, [y[0]] + y, where="pre", color=style.colour, ls=style.line, lw=1.3, label=label)
     ax.set_xlabel("training clips seen")
-    ax.set_ylabel(f"{name} on the seen test clips")
-    protocols = sorted({"TF-CL" if g.protocol == "tfcl" else g.protocol.upper() for g, _, _ in curves})
+    ax.set_ylabel(f"{METRIC_TITLES.get(metric, metric)} on the seen test clips")
+    protocols = sorted({"TF-CL" if g.protocol == "tfcl" else g.protocol.upper() for g, *_ in curves})
     ax.set_title(f"Anytime accuracy, mean over seeds ({', '.join(protocols)})", fontsize=10)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.grid(alpha=0.3)
